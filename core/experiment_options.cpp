@@ -1,0 +1,106 @@
+// Field registration for the experiment sections, derived defaults, and load_experiment().
+#include "core/experiment_options.h"
+
+#include <filesystem>
+
+#include "core/spec.h"
+
+namespace cellfm::core {
+
+bool RunOptions::operator==(const RunOptions& o) const {
+  return name == o.name && dir == o.dir && seed == o.seed && max_steps == o.max_steps;
+}
+bool DataOptions::operator==(const DataOptions& o) const {
+  return files == o.files && batch_cells == o.batch_cells;
+}
+bool ModelOptions::operator==(const ModelOptions& o) const { return family == o.family; }
+bool OptimizerOptions::operator==(const OptimizerOptions& o) const {
+  return name == o.name && learning_rate == o.learning_rate && weight_decay == o.weight_decay;
+}
+bool ScheduleOptions::operator==(const ScheduleOptions& o) const {
+  return name == o.name && warmup_steps == o.warmup_steps;
+}
+bool ParallelOptions::operator==(const ParallelOptions& o) const {
+  return tensor_parallel == o.tensor_parallel;
+}
+bool CheckpointOptions::operator==(const CheckpointOptions& o) const {
+  return every_steps == o.every_steps;
+}
+bool LoggingOptions::operator==(const LoggingOptions& o) const {
+  return every_steps == o.every_steps && level == o.level && all_ranks == o.all_ranks;
+}
+bool ExperimentOptions::operator==(const ExperimentOptions& o) const {
+  return run == o.run && data == o.data && model == o.model && optimizer == o.optimizer &&
+         schedule == o.schedule && parallel == o.parallel && checkpoint == o.checkpoint &&
+         logging == o.logging;
+}
+
+void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
+  constexpr double kMaxCount = 1e15;
+  schema.add("run.name", &o.run.name, "the run's name; default: the spec file's name");
+  schema.add("run.dir", &o.run.dir, "the run directory; default: runs/<run.name>");
+  schema.add("run.seed", &o.run.seed, "the seed every random stream derives from")
+      .at_least(0).at_most(kMaxCount);
+  schema.add("run.max_steps", &o.run.max_steps, "optimizer steps to train")
+      .at_least(1).at_most(kMaxCount);
+
+  schema.add("data.files", &o.data.files, "the .h5ad files and globs of the corpus").required();
+  schema.add("data.batch_cells", &o.data.batch_cells, "cells per batch on each data-parallel rank")
+      .at_least(1).at_most(1 << 20);
+
+  schema.add("model.family", &o.model.family, "the model family")
+      .choices({"exceiver", "cellplm", "sccello"});
+
+  schema.add("optimizer.name", &o.optimizer.name, "the optimizer").choices({"adam", "adamw"});
+  schema.add("optimizer.learning_rate", &o.optimizer.learning_rate, "the peak learning rate")
+      .greater_than(0).at_most(10);
+  schema.add("optimizer.weight_decay", &o.optimizer.weight_decay, "weight decay")
+      .at_least(0).at_most(10);
+
+  schema.add("schedule.name", &o.schedule.name, "the decay after warmup")
+      .choices({"constant", "linear", "cosine"});
+  schema.add("schedule.warmup_steps", &o.schedule.warmup_steps, "linear warmup steps")
+      .at_least(0).at_most(kMaxCount);
+
+  schema.add("parallel.tensor_parallel", &o.parallel.tensor_parallel,
+             "ranks per tensor-parallel group (consecutive ranks, one node)")
+      .at_least(1).at_most(1024);
+
+  schema.add("checkpoint.every_steps", &o.checkpoint.every_steps,
+             "steps between checkpoints; 0: only at the end")
+      .at_least(0).at_most(kMaxCount);
+
+  schema.add("logging.every_steps", &o.logging.every_steps, "steps between progress lines")
+      .at_least(1).at_most(kMaxCount);
+  schema.add("logging.level", &o.logging.level, "the log level")
+      .choices({"debug", "info", "warn", "error"});
+  schema.add("logging.all_ranks", &o.logging.all_ranks, "print info lines from every rank");
+}
+
+LoadedExperiment load_experiment(const std::string& spec_path,
+                                 const std::vector<std::string>& overrides) {
+  SpecDocument document = SpecDocument::load(spec_path);
+  for (const std::string& assignment : overrides) {
+    document.apply_override(assignment);
+  }
+  LoadedExperiment loaded;
+  loaded.spec_path = spec_path;
+  ExperimentOptions& options = loaded.options;
+  SpecSchema schema;
+  add_experiment_fields(schema, options);
+  schema.fill(document);
+
+  if (options.run.name.empty()) {
+    options.run.name = std::filesystem::path(spec_path).stem().string();
+    schema.mark_derived("run.name", "the spec file's name");
+  }
+  if (options.run.dir.empty()) {
+    options.run.dir = (std::filesystem::path("runs") / options.run.name).string();
+    schema.mark_derived("run.dir", "runs/<run.name>");
+  }
+  loaded.resolved_yaml = schema.to_yaml();
+  loaded.table = schema.to_table();
+  return loaded;
+}
+
+}  // namespace cellfm::core

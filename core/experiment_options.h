@@ -1,0 +1,92 @@
+// The options structs of an experiment spec, one per section, and loading a spec into them.
+// Later capabilities add their fields here (and register them in experiment_options.cpp); a model
+// family registers its own `model.<family>` section from trainers/.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace cellfm::core {
+
+class SpecSchema;
+
+struct RunOptions {
+  std::string name;  ///< default: the spec file's name without extension
+  std::string dir;   ///< default: runs/<name>
+  std::int64_t seed = 0;
+  std::int64_t max_steps = 1000;
+  bool operator==(const RunOptions&) const;
+};
+
+struct DataOptions {
+  std::vector<std::string> files;  ///< .h5ad paths and globs, relative to the working directory
+  std::int64_t batch_cells = 64;   ///< cells per batch on each data-parallel rank
+  bool operator==(const DataOptions&) const;
+};
+
+struct ModelOptions {
+  std::string family = "exceiver";
+  bool operator==(const ModelOptions&) const;
+};
+
+struct OptimizerOptions {
+  std::string name = "adamw";
+  double learning_rate = 1e-4;
+  double weight_decay = 0.0;
+  bool operator==(const OptimizerOptions&) const;
+};
+
+struct ScheduleOptions {
+  std::string name = "constant";  ///< after warmup: constant | linear | cosine decay
+  std::int64_t warmup_steps = 0;
+  bool operator==(const ScheduleOptions&) const;
+};
+
+struct ParallelOptions {
+  std::int64_t tensor_parallel = 1;  ///< ranks per tensor-parallel group; DP size is derived
+  bool operator==(const ParallelOptions&) const;
+};
+
+struct CheckpointOptions {
+  std::int64_t every_steps = 1000;  ///< 0: only at the end
+  bool operator==(const CheckpointOptions&) const;
+};
+
+struct LoggingOptions {
+  std::int64_t every_steps = 10;
+  std::string level = "info";
+  bool all_ranks = false;
+  bool operator==(const LoggingOptions&) const;
+};
+
+struct ExperimentOptions {
+  RunOptions run;
+  DataOptions data;
+  ModelOptions model;
+  OptimizerOptions optimizer;
+  ScheduleOptions schedule;
+  ParallelOptions parallel;
+  CheckpointOptions checkpoint;
+  LoggingOptions logging;
+  bool operator==(const ExperimentOptions&) const;
+};
+
+/// Registers every section's fields, bound to `options`, with their ranges and help.
+void add_experiment_fields(SpecSchema& schema, ExperimentOptions& options);
+
+/// A spec loaded and validated: the options, plus the resolved YAML and table to show and save.
+struct LoadedExperiment {
+  std::string spec_path;
+  ExperimentOptions options;
+  std::string resolved_yaml;  ///< reloads to `options` exactly
+  std::string table;          ///< key / value / source, aligned
+};
+
+/// Loads `spec_path` (following `base:`), applies `overrides` ("a.b=c", in order), validates,
+/// and fills the derived defaults. Throws UsageError listing every problem.
+LoadedExperiment load_experiment(const std::string& spec_path,
+                                 const std::vector<std::string>& overrides);
+
+}  // namespace cellfm::core

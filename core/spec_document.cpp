@@ -1,0 +1,158 @@
+// Loading spec files: YAML parsing, `base:` chains and `--set` overrides, with provenance.
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/spec.h"
+#include "core/spec_entries.h"
+
+namespace cellfm::core {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr const char* kBaseKey = "base";
+
+YAML::Node parse_file(const std::string& path, const std::string& included_from) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    std::string where = included_from.empty() ? "" : included_from + ": ";
+    throw UsageError(where + "spec file " + path + " does not exist or is not a regular file");
+  }
+  try {
+    return YAML::LoadFile(path);
+  } catch (const YAML::ParserException& e) {
+    std::ostringstream out;
+    out << path << ':' << e.mark.line + 1 << ": invalid YAML: " << e.msg;
+    throw UsageError(out.str());
+  } catch (const YAML::BadFile&) {
+    throw UsageError("cannot read spec file " + path + " (permission denied or unreadable)");
+  }
+}
+
+// Loads `path` and its base chain into `into`; bases first, so the including file wins.
+void load_chain(const std::string& path, const std::string& included_from,
+                std::vector<std::string>& chain, SpecDocument::Impl& into) {
+  const std::string canonical = fs::weakly_canonical(path).string();
+  for (const std::string& seen : chain) {
+    if (seen == canonical) {
+      std::string loop;
+      for (const std::string& file : chain) loop += file + " -> ";
+      throw UsageError(included_from + ": base chain loops: " + loop + canonical);
+    }
+  }
+  chain.push_back(canonical);
+
+  const YAML::Node root = parse_file(path, included_from);
+  if (root.IsNull()) {
+    return;  // an empty file inherits nothing and sets nothing
+  }
+  if (!root.IsMap()) {
+    throw UsageError(path + ":1: a spec must be a YAML mapping of sections (run:, data:, ...)");
+  }
+  YAML::Node own = YAML::Clone(root);
+  if (const YAML::Node base = root[kBaseKey]) {
+    const int line = base.Mark().line + 1;
+    const std::string where = path + ':' + std::to_string(line);
+    if (!base.IsScalar() || base.Scalar().empty()) {
+      throw UsageError(where + ": base must be the path of another spec file, relative to " + path);
+    }
+    const fs::path base_path = fs::path(path).parent_path() / base.Scalar();
+    load_chain(base_path.lexically_normal().string(), where, chain, into);
+    own.remove(kBaseKey);
+  }
+  flatten_yaml(own, "", path, into);
+}
+
+}  // namespace
+
+std::string SpecSource::describe() const {
+  return line > 0 ? origin + ':' + std::to_string(line) : origin;
+}
+
+const SpecEntry* SpecDocument::Impl::find(const std::string& key) const {
+  for (const SpecEntry& entry : entries) {
+    if (entry.key == key) return &entry;
+  }
+  return nullptr;
+}
+
+void SpecDocument::Impl::set(SpecEntry entry) {
+  for (SpecEntry& existing : entries) {
+    if (existing.key == entry.key) {
+      existing = std::move(entry);
+      return;
+    }
+  }
+  entries.push_back(std::move(entry));
+}
+
+void flatten_yaml(const YAML::Node& node, const std::string& prefix, const std::string& origin,
+                  SpecDocument::Impl& into) {
+  for (const auto& item : node) {
+    const YAML::Node& key_node = item.first;
+    const int line = key_node.Mark().line + 1;
+    if (!key_node.IsScalar()) {
+      throw UsageError(origin + ':' + std::to_string(line) + ": spec keys must be plain names");
+    }
+    const std::string key = prefix.empty() ? key_node.Scalar() : prefix + '.' + key_node.Scalar();
+    const YAML::Node& value = item.second;
+    if (value.IsMap() && value.size() > 0) {
+      flatten_yaml(value, key, origin, into);
+    } else {
+      into.set(SpecEntry{key, value, SpecSource{origin, origin.rfind("--set", 0) == 0 ? 0 : line}});
+    }
+  }
+}
+
+std::string describe_yaml_value(const YAML::Node& value) {
+  if (!value || value.IsNull()) return "nothing";
+  if (value.IsSequence()) return "a list";
+  if (value.IsMap()) return "a mapping";
+  return '\'' + value.Scalar() + '\'';
+}
+
+SpecDocument SpecDocument::load(const std::string& path) {
+  SpecDocument document;
+  document.impl_ = std::make_shared<Impl>();
+  document.impl_->path = path;
+  std::vector<std::string> chain;
+  load_chain(path, "", chain, *document.impl_);
+  return document;
+}
+
+void SpecDocument::apply_override(const std::string& assignment) {
+  const std::string origin = "--set " + assignment;
+  const std::size_t equals = assignment.find('=');
+  std::string key = assignment.substr(0, equals);
+  key.erase(0, key.find_first_not_of(" \t"));
+  key.erase(key.find_last_not_of(" \t") + 1);
+  if (equals == std::string::npos || key.empty()) {
+    throw UsageError(origin + ": expected KEY=VALUE, e.g. --set optimizer.learning_rate=1e-4");
+  }
+  YAML::Node value;
+  try {
+    value = YAML::Load(assignment.substr(equals + 1));
+  } catch (const YAML::ParserException& e) {
+    throw UsageError(origin + ": the value is not valid YAML (" + e.msg + ")");
+  }
+  auto copy = std::make_shared<Impl>(*impl_);
+  if (value.IsMap() && value.size() > 0) {
+    flatten_yaml(value, key, origin, *copy);
+  } else {
+    copy->set(SpecEntry{key, value, SpecSource{origin, 0}});
+  }
+  impl_ = std::move(copy);
+}
+
+const std::string& SpecDocument::path() const { return impl_->path; }
+
+std::vector<std::string> SpecDocument::keys() const {
+  std::vector<std::string> keys;
+  for (const SpecEntry& entry : impl_->entries) keys.push_back(entry.key);
+  return keys;
+}
+
+}  // namespace cellfm::core

@@ -1,0 +1,40 @@
+// An MPI communicator behind an opaque handle: the small set of host-side collectives the
+// runtime, the CLI and the data layer need. Tensor collectives build on it (communicator.h).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace cellfm::parallel {
+
+class Comm {
+ public:
+  struct Handle;  ///< defined in mpi_native.h; holds the MPI_Comm
+
+  /// MPI_COMM_WORLD; requires a live MpiRuntime.
+  static Comm world();
+
+  int rank() const;
+  int size() const;
+
+  void barrier() const;
+  std::int64_t allreduce_min(std::int64_t value) const;
+  std::int64_t allreduce_max(std::int64_t value) const;
+  std::int64_t allreduce_sum(std::int64_t value) const;
+  /// Element r of the result is rank r's `value`. [size]
+  std::vector<std::uint64_t> allgather(std::uint64_t value) const;
+  /// Rank `root`'s `value` on every rank.
+  std::string broadcast(const std::string& value, int root) const;
+  /// Ranks with equal `color` form one communicator, ordered by `key` (MPI_Comm_split).
+  Comm split(int color, int key) const;
+
+  const Handle& handle() const { return *handle_; }
+
+ private:
+  explicit Comm(std::shared_ptr<Handle> handle) : handle_(std::move(handle)) {}
+  std::shared_ptr<Handle> handle_;
+};
+
+}  // namespace cellfm::parallel

@@ -1,0 +1,4 @@
+// The cellfm executable.
+#include "trainers/cli.h"
+
+int main(int argc, char** argv) { return cellfm::trainers::run_cli(argc, argv); }
