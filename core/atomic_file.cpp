@@ -15,7 +15,8 @@ namespace cellfm::core {
 namespace {
 
 [[noreturn]] void fail(const std::string& what, const std::string& path) {
-  throw SystemError("cannot write " + path + ": " + what + " failed (" + std::strerror(errno) + ")");
+  throw SystemError("cannot write " + path + ": " + what + " failed (" + std::strerror(errno) +
+                    ")");
 }
 
 void fsync_directory(const std::string& directory) {

@@ -61,9 +61,9 @@ std::string describe_failed_call(std::string_view call, std::string_view file, i
 
 /// Throws core::SystemError naming the condition, file and line when `condition` is false.
 /// For invariants of our own code; bad user input throws UsageError/InputError directly.
-#define CELLFM_CHECK(condition, message)                                               \
-  do {                                                                                 \
-    if (!(condition)) {                                                                \
-      ::cellfm::core::throw_check_failure(#condition, __FILE__, __LINE__, (message));  \
-    }                                                                                  \
+#define CELLFM_CHECK(condition, message)                                              \
+  do {                                                                                \
+    if (!(condition)) {                                                               \
+      ::cellfm::core::throw_check_failure(#condition, __FILE__, __LINE__, (message)); \
+    }                                                                                 \
   } while (false)

@@ -32,9 +32,13 @@ std::string clock_text() {
 
 }  // namespace
 
-void configure_logging(const LogOptions& options) { options_storage() = options; }
+void configure_logging(const LogOptions& options) {
+  options_storage() = options;
+}
 
-const LogOptions& logging_options() { return options_storage(); }
+const LogOptions& logging_options() {
+  return options_storage();
+}
 
 LogLevel parse_log_level(std::string_view name, std::string_view what) {
   for (LogLevel level : {LogLevel::debug, LogLevel::info, LogLevel::warn, LogLevel::error}) {

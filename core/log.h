@@ -14,10 +14,10 @@ enum class LogLevel { debug = 0, info = 1, warn = 2, error = 3 };
 
 struct LogOptions {
   LogLevel level = LogLevel::info;
-  int rank = 0;            ///< this process's rank in the job, printed as "r<rank>"
-  bool all_ranks = false;  ///< print debug/info lines from every rank, not only rank 0
-  std::FILE* out = stdout; ///< debug and info lines
-  std::FILE* err = stderr; ///< warnings and errors
+  int rank = 0;             ///< this process's rank in the job, printed as "r<rank>"
+  bool all_ranks = false;   ///< print debug/info lines from every rank, not only rank 0
+  std::FILE* out = stdout;  ///< debug and info lines
+  std::FILE* err = stderr;  ///< warnings and errors
 };
 
 /// Sets the process-wide logging options; main calls it once after MPI starts.
@@ -53,7 +53,7 @@ class LogLine {
 }  // namespace cellfm::core
 
 /// Usage: CELLFM_LOG(info) << "read " << n << " cells";  (the stream is skipped when disabled)
-#define CELLFM_LOG(level)                                                  \
-  if (!::cellfm::core::log_enabled(::cellfm::core::LogLevel::level)) {     \
-  } else                                                                   \
+#define CELLFM_LOG(level)                                              \
+  if (!::cellfm::core::log_enabled(::cellfm::core::LogLevel::level)) { \
+  } else                                                               \
     ::cellfm::core::LogLine(::cellfm::core::LogLevel::level)

@@ -52,7 +52,6 @@ void load_chain(const std::string& path, const std::string& included_from,
   if (!root.IsMap()) {
     throw UsageError(path + ":1: a spec must be a YAML mapping of sections (run:, data:, ...)");
   }
-  YAML::Node own = YAML::Clone(root);
   if (const YAML::Node base = root[kBaseKey]) {
     const int line = base.Mark().line + 1;
     const std::string where = path + ':' + std::to_string(line);
@@ -61,9 +60,8 @@ void load_chain(const std::string& path, const std::string& included_from,
     }
     const fs::path base_path = fs::path(path).parent_path() / base.Scalar();
     load_chain(base_path.lexically_normal().string(), where, chain, into);
-    own.remove(kBaseKey);
   }
-  flatten_yaml(own, "", path, into);
+  flatten_yaml(root, "", path, into);
 }
 
 }  // namespace
@@ -97,6 +95,7 @@ void flatten_yaml(const YAML::Node& node, const std::string& prefix, const std::
     if (!key_node.IsScalar()) {
       throw UsageError(origin + ':' + std::to_string(line) + ": spec keys must be plain names");
     }
+    if (prefix.empty() && key_node.Scalar() == kBaseKey) continue;  // handled by load_chain
     const std::string key = prefix.empty() ? key_node.Scalar() : prefix + '.' + key_node.Scalar();
     const YAML::Node& value = item.second;
     if (value.IsMap() && value.size() > 0) {
@@ -147,7 +146,9 @@ void SpecDocument::apply_override(const std::string& assignment) {
   impl_ = std::move(copy);
 }
 
-const std::string& SpecDocument::path() const { return impl_->path; }
+const std::string& SpecDocument::path() const {
+  return impl_->path;
+}
 
 std::vector<std::string> SpecDocument::keys() const {
   std::vector<std::string> keys;

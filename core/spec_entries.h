@@ -12,8 +12,8 @@
 namespace cellfm::core {
 
 struct SpecEntry {
-  std::string key;  ///< dotted path, e.g. "optimizer.learning_rate"
-  YAML::Node value; ///< a scalar, a sequence, null, or an empty mapping
+  std::string key;   ///< dotted path, e.g. "optimizer.learning_rate"
+  YAML::Node value;  ///< a scalar, a sequence, null, or an empty mapping
   SpecSource source;
 };
 

@@ -48,6 +48,7 @@ class SpecField {
  protected:
   std::string range_text() const {
     std::ostringstream out;
+    out.precision(15);
     if (lower && upper) {
       out << " in " << (lower_open ? '(' : '[') << *lower << ", " << *upper << ']';
     } else if (lower) {
@@ -232,7 +233,9 @@ bool starts_with_section(const std::string& key, const std::string& section) {
          key[section.size()] == '.';
 }
 
-std::string leaf_of(const std::string& key) { return key.substr(key.rfind('.') + 1); }
+std::string leaf_of(const std::string& key) {
+  return key.substr(key.rfind('.') + 1);
+}
 
 std::string section_of(const std::string& key) {
   const std::size_t dot = key.rfind('.');
@@ -305,7 +308,15 @@ std::vector<std::string> SpecSchema::keys() const {
 
 void SpecSchema::fill(const SpecDocument& document) {
   const SpecDocument::Impl& doc = document.impl();
-  std::vector<std::string> problems;
+  struct Problem {
+    SpecSource source;
+    std::string text;
+  };
+  std::vector<Problem> found;
+  // The spec file's own problems first (in line order), then base files', then --set's.
+  auto push = [&](const SpecSource& source, std::string text) {
+    found.push_back({source, source.describe() + ": " + std::move(text)});
+  };
 
   // Sections are every proper prefix of a field key ("model", "model.exceiver").
   std::vector<std::string> sections;
@@ -319,7 +330,6 @@ void SpecSchema::fill(const SpecDocument& document) {
   }
 
   for (const SpecEntry& entry : doc.entries) {
-    const std::string where = entry.source.describe() + ": ";
     auto field = std::find_if(fields_.begin(), fields_.end(),
                               [&](const auto& f) { return f->key() == entry.key; });
     if (field != fields_.end()) {
@@ -327,8 +337,8 @@ void SpecSchema::fill(const SpecDocument& document) {
         (*field)->assign(entry.value);
         (*field)->source = entry.source;
       } catch (const BadValue& bad) {
-        problems.push_back(where + entry.key + " must be " + (*field)->accepted() + ", got " +
-                           bad.got + bad.hint);
+        push(entry.source,
+             entry.key + " must be " + (*field)->accepted() + ", got " + bad.got + bad.hint);
       }
       continue;
     }
@@ -336,8 +346,8 @@ void SpecSchema::fill(const SpecDocument& document) {
       return starts_with_section(entry.key, f->key());
     });
     if (parent != fields_.end()) {
-      problems.push_back(where + (*parent)->key() + " must be " + (*parent)->accepted() +
-                         ", got a mapping");
+      push(entry.source,
+           (*parent)->key() + " must be " + (*parent)->accepted() + ", got a mapping");
       continue;
     }
     if (std::find(sections.begin(), sections.end(), entry.key) != sections.end()) {
@@ -346,8 +356,7 @@ void SpecSchema::fill(const SpecDocument& document) {
         for (const auto& f : fields_) {
           if (starts_with_section(f->key(), entry.key)) members.push_back(leaf_of(f->key()));
         }
-        problems.push_back(where + entry.key + " is a section (" + join(members, ", ") +
-                           "), not a value");
+        push(entry.source, entry.key + " is a section (" + join(members, ", ") + "), not a value");
       }
       continue;
     }
@@ -364,7 +373,7 @@ void SpecSchema::fill(const SpecDocument& document) {
         }
       }
     }
-    std::string message = where + "unknown key " + entry.key;
+    std::string message = "unknown key " + entry.key;
     if (!suggestion.empty()) {
       message += "; did you mean " + suggestion + "?";
     } else {
@@ -386,18 +395,30 @@ void SpecSchema::fill(const SpecDocument& document) {
         message += "; " + section + " has " + join(members, ", ");
       }
     }
-    problems.push_back(message);
+    push(entry.source, message);
   }
 
   for (const auto& field : fields_) {
     if (field->required && !doc.find(field->key())) {
-      problems.push_back(doc.path + ": missing required key " + field->key() + " (" +
-                         field->help() + ")");
+      push(SpecSource{doc.path, 0},
+           "missing required key " + field->key() + " (" + field->help() + ")");
     }
   }
 
-  if (!problems.empty()) {
-    throw UsageError(join(problems, "\n"));
+  if (!found.empty()) {
+    auto rank = [&](const SpecSource& source) {
+      if (source.origin == doc.path) return 0;
+      return source.origin.rfind("--set", 0) == 0 ? 2 : 1;
+    };
+    // Sort key: (spec file, base files, --set), and line order within the spec file itself.
+    auto order = [&](const Problem& p) {
+      return std::make_pair(rank(p.source), rank(p.source) == 0 ? p.source.line : 0);
+    };
+    std::stable_sort(found.begin(), found.end(),
+                     [&](const Problem& a, const Problem& b) { return order(a) < order(b); });
+    std::vector<std::string> lines;
+    for (const Problem& problem : found) lines.push_back(problem.text);
+    throw UsageError(join(lines, "\n"));
   }
 }
 

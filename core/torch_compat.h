@@ -19,6 +19,8 @@ inline std::string torch_version() {
 }
 
 /// Whether this LibTorch can run on CUDA and a device is visible.
-inline bool cuda_available() { return torch::cuda::is_available(); }
+inline bool cuda_available() {
+  return torch::cuda::is_available();
+}
 
 }  // namespace cellfm::core

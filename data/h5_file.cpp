@@ -17,7 +17,8 @@ namespace cellfm::data {
 static_assert(std::is_same_v<hid_t, std::int64_t>, "H5File stores hid_t as int64_t (HDF5 >= 1.10)");
 
 bool has_hdf5_signature(const std::string& path) {
-  static constexpr std::array<char, 8> kSignature = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+  static constexpr std::array<char, 8> kSignature = {'\x89', 'H',  'D',    'F',
+                                                     '\r',   '\n', '\x1a', '\n'};
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     throw core::InputError(path + ": cannot open for reading (" + std::strerror(errno) + ")");
@@ -33,7 +34,8 @@ bool has_hdf5_signature(const std::string& path) {
 H5File::H5File(const std::string& path, const parallel::Comm& comm) : path_(path) {
   parallel::run_agreed(comm, [&] {
     if (!has_hdf5_signature(path)) {
-      throw core::InputError(path + ": not an HDF5 file (no HDF5 signature); an .h5ad file is "
+      throw core::InputError(path +
+                             ": not an HDF5 file (no HDF5 signature); an .h5ad file is "
                              "written by anndata's write_h5ad");
     }
   });

@@ -39,13 +39,15 @@ std::string h5_error_text() {
   return text;
 }
 
-void h5_silence_automatic_errors() { H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr); }
+void h5_silence_automatic_errors() {
+  H5Eset_auto2(H5E_DEFAULT, nullptr, nullptr);
+}
 
 void throw_h5_failure(const char* call, const char* file, int line) {
   const std::string cause = h5_error_text();
   H5Eclear2(H5E_DEFAULT);
-  throw core::SystemError(core::describe_failed_call(call, file, line,
-                                                     parallel::world_rank_or_zero(), cause));
+  throw core::SystemError(
+      core::describe_failed_call(call, file, line, parallel::world_rank_or_zero(), cause));
 }
 
 }  // namespace cellfm::data

@@ -53,11 +53,11 @@ class H5Id {
 
 /// Wraps an HDF5 call returning hid_t/herr_t/htri_t: a negative result throws core::SystemError
 /// "<call> failed at <file>:<line> on rank <r>: <HDF5 error stack>". Evaluates to the result.
-#define CELLFM_H5_CHECK(call)                                             \
-  ([&]() {                                                                \
-    auto cellfm_h5_result_ = (call);                                      \
-    if (cellfm_h5_result_ < 0) {                                          \
-      ::cellfm::data::throw_h5_failure(#call, __FILE__, __LINE__);        \
-    }                                                                     \
-    return cellfm_h5_result_;                                             \
+#define CELLFM_H5_CHECK(call)                                      \
+  ([&]() {                                                         \
+    auto cellfm_h5_result_ = (call);                               \
+    if (cellfm_h5_result_ < 0) {                                   \
+      ::cellfm::data::throw_h5_failure(#call, __FILE__, __LINE__); \
+    }                                                              \
+    return cellfm_h5_result_;                                      \
   }())

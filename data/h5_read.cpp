@@ -31,8 +31,8 @@ std::optional<std::string> h5_string_attribute(hid_t location, const std::string
   if (CELLFM_H5_CHECK(H5Aexists_by_name(location, path.c_str(), name.c_str(), H5P_DEFAULT)) <= 0) {
     return std::nullopt;
   }
-  H5Id attribute(CELLFM_H5_CHECK(H5Aopen_by_name(location, path.c_str(), name.c_str(),
-                                                 H5P_DEFAULT, H5P_DEFAULT)),
+  H5Id attribute(CELLFM_H5_CHECK(H5Aopen_by_name(location, path.c_str(), name.c_str(), H5P_DEFAULT,
+                                                 H5P_DEFAULT)),
                  H5Aclose);
   H5Id type(CELLFM_H5_CHECK(H5Aget_type(attribute.get())), H5Tclose);
   if (H5Tget_class(type.get()) != H5T_STRING) return std::nullopt;
@@ -53,7 +53,7 @@ std::optional<std::string> h5_string_attribute(hid_t location, const std::string
   std::vector<char> buffer(size + 1, '\0');
   H5Id memory(CELLFM_H5_CHECK(H5Tcopy(type.get())), H5Tclose);
   CELLFM_H5_CHECK(H5Aread(attribute.get(), memory.get(), buffer.data()));
-  std::string value(buffer.data());  // stops at the first NUL (null-terminated/padded)
+  std::string value(buffer.data());              // stops at the first NUL (null-terminated/padded)
   value.erase(value.find_last_not_of(' ') + 1);  // space-padded strings
   return value;
 }

@@ -14,7 +14,7 @@ struct H5adSummary {
   std::int64_t n_vars = 0;  ///< genes (columns of X)
   std::string generation;   ///< "anndata >= 0.8", "anndata 0.7", "anndata <= 0.6"
   bool has_x = false;
-  bool has_raw = false;     ///< raw/X, or the root-level raw.X of anndata <= 0.6
+  bool has_raw = false;  ///< raw/X, or the root-level raw.X of anndata <= 0.6
 };
 
 /// Throws InputError naming the file when it is HDF5 but not an h5ad (no obs/var).

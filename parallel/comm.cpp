@@ -35,7 +35,9 @@ int Comm::size() const {
   return size;
 }
 
-void Comm::barrier() const { CELLFM_MPI_CHECK(MPI_Barrier(handle_->comm)); }
+void Comm::barrier() const {
+  CELLFM_MPI_CHECK(MPI_Barrier(handle_->comm));
+}
 
 namespace {
 std::int64_t allreduce_int64(MPI_Comm comm, std::int64_t value, MPI_Op op) {

@@ -17,7 +17,9 @@ struct Comm::Handle {
   ~Handle();
 };
 
-inline MPI_Comm native(const Comm& comm) { return comm.handle().comm; }
+inline MPI_Comm native(const Comm& comm) {
+  return comm.handle().comm;
+}
 
 /// MPI's text for an error code, e.g. "MPI_ERR_RANK: invalid rank".
 std::string mpi_error_text(int code);
@@ -31,10 +33,10 @@ int world_rank_or_zero();
 
 /// Wraps an MPI call: on failure throws core::SystemError "<call> failed at <file>:<line> on
 /// rank <r>: <MPI error text>". Communicators return errors (MPI_ERRORS_RETURN) for this to work.
-#define CELLFM_MPI_CHECK(call)                                                          \
-  do {                                                                                  \
-    const int cellfm_mpi_code_ = (call);                                                \
-    if (cellfm_mpi_code_ != MPI_SUCCESS) {                                              \
+#define CELLFM_MPI_CHECK(call)                                                            \
+  do {                                                                                    \
+    const int cellfm_mpi_code_ = (call);                                                  \
+    if (cellfm_mpi_code_ != MPI_SUCCESS) {                                                \
       ::cellfm::parallel::throw_mpi_failure(#call, __FILE__, __LINE__, cellfm_mpi_code_); \
-    }                                                                                   \
+    }                                                                                     \
   } while (false)

@@ -46,8 +46,9 @@ std::string init_mpi(int& argc, char**& argv) {
   int provided = MPI_THREAD_SINGLE;
   const int code = MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
   if (code != MPI_SUCCESS) {
-    throw core::SystemError("MPI_Init_thread failed: " + mpi_error_text(code) +
-                            " (is cellfm started by mpirun/srun, and does MPI work on this machine?)");
+    throw core::SystemError(
+        "MPI_Init_thread failed: " + mpi_error_text(code) +
+        " (is cellfm started by mpirun/srun, and does MPI work on this machine?)");
   }
   CELLFM_MPI_CHECK(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN));
   return thread_level_name(provided);

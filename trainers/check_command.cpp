@@ -40,8 +40,11 @@ void check_same_spec_everywhere(const core::LoadedExperiment& experiment,
   const std::vector<std::uint64_t> hashes = world.allgather(fnv1a(experiment.resolved_yaml));
   for (std::size_t r = 1; r < hashes.size(); ++r) {
     if (hashes[r] != hashes[0]) {
-      throw core::UsageError("rank " + std::to_string(r) + " resolved a different spec than rank 0 "
-                             "from " + experiment.spec_path + "; do all ranks see the same spec "
+      throw core::UsageError("rank " + std::to_string(r) +
+                             " resolved a different spec than rank 0 "
+                             "from " +
+                             experiment.spec_path +
+                             "; do all ranks see the same spec "
                              "files and get the same --set arguments?");
     }
   }
@@ -70,7 +73,8 @@ std::vector<FileReport> check_data_files(const core::ExperimentOptions& options,
     if (counts[r] != counts[0]) {
       throw core::InputError("data.files matches " + std::to_string(counts[0]) +
                              " files on rank 0 but " + std::to_string(counts[r]) + " on rank " +
-                             std::to_string(r) + "; the data must be on a filesystem every rank "
+                             std::to_string(r) +
+                             "; the data must be on a filesystem every rank "
                              "sees");
     }
   }
@@ -87,7 +91,8 @@ std::vector<FileReport> check_data_files(const core::ExperimentOptions& options,
 // Rank 0 creates run.dir and a probe file in it; every rank must then see the probe, because
 // checkpoints written by all ranks are committed by rank 0.
 void check_run_directory(const std::string& dir, const parallel::Comm& world) {
-  const std::string probe = (fs::path(dir) / (".cellfm-check-" + std::to_string(::getpid()))).string();
+  const std::string probe =
+      (fs::path(dir) / (".cellfm-check-" + std::to_string(::getpid()))).string();
   const std::string probe_name = world.broadcast(probe, 0);
   parallel::run_agreed(world, [&] {
     if (world.rank() != 0) return;
@@ -102,7 +107,8 @@ void check_run_directory(const std::string& dir, const parallel::Comm& world) {
   parallel::run_agreed(world, [&] {
     if (!fs::exists(probe_name)) {
       throw core::InputError("run.dir " + dir + " is not shared: rank " +
-                             std::to_string(world.rank()) + " cannot see files rank 0 writes "
+                             std::to_string(world.rank()) +
+                             " cannot see files rank 0 writes "
                              "there; put it on a filesystem every node mounts");
     }
   });
@@ -115,13 +121,13 @@ std::string file_table(const std::vector<FileReport>& reports) {
   for (const auto& report : reports) width = std::max(width, report.path.size());
   std::ostringstream out;
   out << std::left << std::setw(static_cast<int>(width)) << "file" << std::right << std::setw(10)
-      << "cells" << std::setw(8) << "genes" << "  " << std::left << std::setw(16) << "written by"
+      << "cells" << std::setw(8) << "genes"
+      << "  " << std::left << std::setw(16) << "written by"
       << "X    raw/X\n";
   for (const auto& [path, s] : reports) {
     out << std::left << std::setw(static_cast<int>(width)) << path << std::right << std::setw(10)
-        << s.n_obs << std::setw(8) << s.n_vars << "  " << std::left << std::setw(16)
-        << s.generation << std::setw(5) << (s.has_x ? "yes" : "no") << (s.has_raw ? "yes" : "no")
-        << '\n';
+        << s.n_obs << std::setw(8) << s.n_vars << "  " << std::left << std::setw(16) << s.generation
+        << std::setw(5) << (s.has_x ? "yes" : "no") << (s.has_raw ? "yes" : "no") << '\n';
   }
   return out.str();
 }
@@ -131,22 +137,21 @@ std::string file_table(const std::vector<FileReport>& reports) {
 int run_check_command(const std::vector<std::string>& args, CliContext& context) {
   const parallel::Comm& world = context.world;
   po::options_description options;
-  options.add_options()
-      ("spec", po::value<std::string>()->required(), "the experiment spec (YAML)")
-      ("set", po::value<std::vector<std::string>>()->composing(),
-       "override a spec key, e.g. --set optimizer.learning_rate=1e-4 (repeatable)")
-      ("output", po::value<std::string>(), "also write the resolved spec (YAML) to this file");
+  options.add_options()("spec", po::value<std::string>()->required(), "the experiment spec (YAML)")(
+      "set", po::value<std::vector<std::string>>()->composing(),
+      "override a spec key, e.g. --set optimizer.learning_rate=1e-4 (repeatable)")(
+      "output", po::value<std::string>(), "also write the resolved spec (YAML) to this file");
   po::positional_options_description positional;
   positional.add("spec", 1);
-  const auto values = parse_command_options(
-      "check", "cellfm check SPEC [--set KEY=VALUE]... [--output FILE]", options, positional,
-      args, world);
+  const auto values =
+      parse_command_options("check", "cellfm check SPEC [--set KEY=VALUE]... [--output FILE]",
+                            options, positional, args, world);
   if (!values) return 0;
 
   const std::string spec = (*values)["spec"].as<std::string>();
-  const std::vector<std::string> overrides =
-      values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
-                           : std::vector<std::string>{};
+  const std::vector<std::string> overrides = values->count("set")
+                                                 ? (*values)["set"].as<std::vector<std::string>>()
+                                                 : std::vector<std::string>{};
 
   core::LoadedExperiment experiment;
   parallel::run_agreed(world, [&] { experiment = core::load_experiment(spec, overrides); });
@@ -186,9 +191,9 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
     });
     CELLFM_LOG(info) << "wrote the resolved spec to " << output;
   }
-  CELLFM_LOG(info) << "check passed: " << spec << " is valid on all " << world.size()
-                   << " ranks; " << reports.size() << " data files with " << cells
-                   << " cells; run directory " << o.run.dir << " is shared by every rank";
+  CELLFM_LOG(info) << "check passed: " << spec << " is valid on all " << world.size() << " ranks; "
+                   << reports.size() << " data files with " << cells << " cells; run directory "
+                   << o.run.dir << " is shared by every rank";
   return 0;
 }
 

@@ -35,12 +35,11 @@ struct GlobalOptions {
 
 po::options_description global_option_table() {
   po::options_description table("Global options (before the command)");
-  table.add_options()
-      ("help,h", "print this help and exit")
-      ("version", "print the version of cellfm and its libraries and exit")
-      ("log-level", po::value<std::string>(),
-       "debug | info | warn | error (default: CELLFM_LOG_LEVEL, else the spec's logging.level)")
-      ("log-all-ranks", "print info lines from every rank, not only rank 0");
+  table.add_options()("help,h", "print this help and exit")(
+      "version", "print the version of cellfm and its libraries and exit")(
+      "log-level", po::value<std::string>(),
+      "debug | info | warn | error (default: CELLFM_LOG_LEVEL, else the spec's logging.level)")(
+      "log-all-ranks", "print info lines from every rank, not only rank 0");
   return table;
 }
 
@@ -81,10 +80,12 @@ std::string general_help() {
       << "Usage: cellfm [global options] <command> [options]\n"
       << "       mpirun -n <ranks> cellfm <command> [options]\n\nCommands:\n";
   for (const CliCommand& command : cli_commands()) {
-    out << "  " << command.name << std::string(10 - std::min<std::size_t>(9, command.name.size()), ' ')
-        << command.summary << '\n';
+    out << "  " << command.name
+        << std::string(10 - std::min<std::size_t>(9, command.name.size()), ' ') << command.summary
+        << '\n';
   }
-  out << '\n' << global_option_table() << '\n'
+  out << '\n'
+      << global_option_table() << '\n'
       << "Run 'cellfm <command> --help' for a command's options.\n"
       << "Exit codes: 0 done; 2 bad usage, spec or input; 75 stopped after a checkpoint (resume "
          "to continue); 1 anything else.\n";

@@ -1,4 +1,6 @@
 // The cellfm executable.
 #include "trainers/cli.h"
 
-int main(int argc, char** argv) { return cellfm::trainers::run_cli(argc, argv); }
+int main(int argc, char** argv) {
+  return cellfm::trainers::run_cli(argc, argv);
+}
