@@ -10,7 +10,7 @@ packages=(
   libhdf5-openmpi-dev hdf5-tools
   libyaml-cpp-dev
   libboost-program-options-dev
-  libgtest-dev libgmock-dev
+  libgtest-dev libgmock-dev nlohmann-json3-dev
   libdeflate-dev
   python3 python3-numpy python3-h5py python3-anndata python3-yaml
 )

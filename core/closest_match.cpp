@@ -25,7 +25,11 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
 }
 
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates) {
-  const std::size_t limit = std::max<std::size_t>(1, word.size() / 3);
+  return closest_match(word, candidates, std::max<std::size_t>(1, word.size() / 3));
+}
+
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates,
+                          std::size_t limit) {
   std::string best;
   std::size_t best_distance = limit + 1;
   for (const std::string& candidate : candidates) {

@@ -16,4 +16,8 @@ std::size_t edit_distance(std::string_view a, std::string_view b);
 /// (distance <= max(1, |word| / 3)); an empty string otherwise. Ties go to the earlier candidate.
 std::string closest_match(std::string_view word, const std::vector<std::string>& candidates);
 
+/// As above with an explicit largest distance that still counts as a typo.
+std::string closest_match(std::string_view word, const std::vector<std::string>& candidates,
+                          std::size_t max_distance);
+
 }  // namespace cellfm::core

@@ -89,6 +89,8 @@ class SpecSchema {
 
  private:
   FieldOptions add_field(std::unique_ptr<SpecField> field);
+  std::string unknown_key_message(const std::string& key,
+                                  const std::vector<std::string>& sections) const;
   std::vector<std::unique_ptr<SpecField>> fields_;
 };
 

@@ -360,42 +360,7 @@ void SpecSchema::fill(const SpecDocument& document) {
       }
       continue;
     }
-    // Unknown: suggest the closest key, or the same leaf name in another section.
-    std::vector<std::string> candidates = keys();
-    candidates.insert(candidates.end(), sections.begin(), sections.end());
-    std::string suggestion = closest_match(entry.key, candidates);
-    if (suggestion.empty()) {
-      const std::string leaf = leaf_of(entry.key);
-      for (const auto& f : fields_) {
-        if (leaf_of(f->key()) == leaf) {
-          suggestion = f->key();
-          break;
-        }
-      }
-    }
-    std::string message = "unknown key " + entry.key;
-    if (!suggestion.empty()) {
-      message += "; did you mean " + suggestion + "?";
-    } else {
-      const std::string section = section_of(entry.key);
-      std::vector<std::string> members;
-      for (const auto& f : fields_) {
-        if (section.empty() ? f->key().find('.') == std::string::npos
-                            : starts_with_section(f->key(), section)) {
-          members.push_back(leaf_of(f->key()));
-        }
-      }
-      if (section.empty() || members.empty()) {
-        std::vector<std::string> top;
-        for (const std::string& s : sections) {
-          if (s.find('.') == std::string::npos) top.push_back(s);
-        }
-        message += "; the sections are " + join(top, ", ");
-      } else {
-        message += "; " + section + " has " + join(members, ", ");
-      }
-    }
-    push(entry.source, message);
+    push(entry.source, unknown_key_message(entry.key, sections));
   }
 
   for (const auto& field : fields_) {
@@ -420,6 +385,47 @@ void SpecSchema::fill(const SpecDocument& document) {
     for (const Problem& problem : found) lines.push_back(problem.text);
     throw UsageError(join(lines, "\n"));
   }
+}
+
+std::string SpecSchema::unknown_key_message(const std::string& key,
+                                            const std::vector<std::string>& sections) const {
+  const std::string leaf = leaf_of(key);
+  const std::string section = section_of(key);
+  std::vector<std::string> members;  // leaf names in the key's own section
+  for (const auto& f : fields_) {
+    if (section.empty() ? f->key().find('.') == std::string::npos
+                        : starts_with_section(f->key(), section)) {
+      members.push_back(leaf_of(f->key()));
+    }
+  }
+  // 1. A typo of a key in the same section, judged by the leaf's length.
+  std::string suggestion = closest_match(leaf, members);
+  if (!suggestion.empty()) suggestion = section.empty() ? suggestion : section + '.' + suggestion;
+  // 2. A typo in the section name: the whole path, no looser than the leaf alone would be.
+  if (suggestion.empty()) {
+    std::vector<std::string> candidates = keys();
+    candidates.insert(candidates.end(), sections.begin(), sections.end());
+    suggestion = closest_match(key, candidates, std::max<std::size_t>(1, leaf.size() / 3));
+  }
+  // 3. The same key name in another section.
+  if (suggestion.empty()) {
+    for (const auto& f : fields_) {
+      if (leaf_of(f->key()) == leaf) {
+        suggestion = f->key();
+        break;
+      }
+    }
+  }
+  std::string message = "unknown key " + key;
+  if (!suggestion.empty()) return message + "; did you mean " + suggestion + "?";
+  if (section.empty() || members.empty()) {
+    std::vector<std::string> top;
+    for (const std::string& s : sections) {
+      if (s.find('.') == std::string::npos) top.push_back(s);
+    }
+    return message + "; the sections are " + join(top, ", ");
+  }
+  return message + "; " + section + " has " + join(members, ", ");
 }
 
 void SpecSchema::mark_derived(const std::string& key, const std::string& how) {

@@ -1,0 +1,65 @@
+// cellfm under mpiexec -n 2: errors every rank hits are printed once; checks pass across ranks.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+namespace cellfm::trainers {
+namespace {
+
+using testing::count_occurrences;
+using testing::ProcessResult;
+using testing::run_process;
+using testing::TempDir;
+
+ProcessResult mpi_cellfm(int ranks, std::vector<std::string> args) {
+  std::vector<std::string> argv = {CELLFM_MPIEXEC, "-n", std::to_string(ranks), "--oversubscribe",
+                                   CELLFM_BINARY};
+  if (::geteuid() == 0) argv.insert(argv.begin() + 1, "--allow-run-as-root");  // CI runs as root
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv);
+}
+
+TEST(CliMpi, SpecErrorIsPrintedOnceAndExits2) {
+  TempDir dir;
+  const std::string spec = dir.write("x.yaml", "data:\n  files: [a]\nrun:\n  max_step: 3\n");
+  const ProcessResult result = mpi_cellfm(2, {"check", spec});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(count_occurrences(result.err, "unknown key run.max_step; did you mean run.max_steps?"),
+            1)
+      << result.err;
+  EXPECT_NE(result.err.find("cellfm: error (rank 0): " + spec + ":4:"), std::string::npos)
+      << result.err;
+}
+
+TEST(CliMpi, TensorParallelMustDivideTheRanks) {
+  TempDir dir;
+  const std::string spec = dir.write("x.yaml", "data:\n  files: [" + testing::test_data_dir() +
+                                                   "/h5ad/zk_krumsiek11.h5ad]\nparallel:\n  "
+                                                   "tensor_parallel: 3\n");
+  const ProcessResult result = mpi_cellfm(2, {"check", spec});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(count_occurrences(result.err,
+                              "parallel.tensor_parallel = 3 does not divide the job's 2 ranks"),
+            1)
+      << result.err;
+}
+
+TEST(CliMpi, CheckPassesOnFourRanks) {
+  TempDir dir;
+  const std::string spec =
+      dir.write("x.yaml", "run:\n  dir: " + dir.path() + "/run\ndata:\n  files: ['" +
+                              testing::test_data_dir() +
+                              "/h5ad/*.h5ad']\n"
+                              "parallel:\n  tensor_parallel: 2\n");
+  const ProcessResult result = mpi_cellfm(4, {"check", spec});
+  EXPECT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("4 ranks = 2 data-parallel x 2 tensor-parallel"), std::string::npos)
+      << result.out;
+  EXPECT_NE(result.out.find("8 data files with 2252 cells"), std::string::npos) << result.out;
+  EXPECT_EQ(count_occurrences(result.out, "check passed"), 1);
+}
+
+}  // namespace
+}  // namespace cellfm::trainers
