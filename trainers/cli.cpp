@@ -3,7 +3,6 @@
 
 #include <boost/program_options.hpp>
 
-#include <cstdio>
 #include <iostream>
 #include <sstream>
 
@@ -16,6 +15,7 @@
 #include "parallel/agreement.h"
 #include "parallel/mpi_runtime.h"
 #include "trainers/cli_command.h"
+#include "trainers/error_handler.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -99,17 +99,6 @@ std::string version_text(const parallel::MpiRuntime& runtime) {
          " parallel)\n";
 }
 
-void print_error(const std::string& message, int rank, int world_size) {
-  const std::string prefix =
-      world_size > 1 ? "cellfm: error (rank " + std::to_string(rank) + "): " : "cellfm: error: ";
-  std::string text;
-  std::istringstream lines(message);
-  for (std::string line; std::getline(lines, line);) text += prefix + line + '\n';
-  std::fflush(stdout);
-  std::fputs(text.c_str(), stderr);
-  std::fflush(stderr);
-}
-
 int dispatch(const GlobalOptions& global, CliContext& context) {
   const bool root = context.world.rank() == 0;
   if (global.version) {
@@ -143,12 +132,10 @@ int run_cli(int argc, char** argv) {
     return static_cast<int>(core::ExitCode::failure);
   }
   const parallel::Comm& world = runtime->world();
-  const int rank = world.rank();
-  const int size = world.size();
-  try {
+  return run_with_error_handler(world, [&] {
     GlobalOptions global;
     core::LogOptions log;
-    log.rank = rank;
+    log.rank = world.rank();
     bool level_from_user = false;
     parallel::run_agreed(world, [&] {
       global = parse_global_options(argc, argv);
@@ -165,15 +152,7 @@ int run_cli(int argc, char** argv) {
     core::configure_logging(log);
     CliContext context{*runtime, world, level_from_user};
     return dispatch(global, context);
-  } catch (const parallel::AgreedFailure& failure) {
-    if (failure.reports()) print_error(failure.what(), rank, size);
-    return static_cast<int>(failure.exit_code());
-  } catch (const std::exception& error) {
-    print_error(error.what(), rank, size);
-    const int code = static_cast<int>(core::exit_code_of(error));
-    if (size > 1) parallel::MpiRuntime::abort(code);
-    return code;
-  }
+  });
 }
 
 }  // namespace cellfm::trainers

@@ -2,6 +2,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
+
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -13,12 +15,16 @@ using testing::ProcessResult;
 using testing::run_process;
 using testing::TempDir;
 
-ProcessResult mpi_cellfm(int ranks, std::vector<std::string> args) {
+ProcessResult mpi_run(int ranks, const std::string& program, std::vector<std::string> args) {
   std::vector<std::string> argv = {CELLFM_MPIEXEC, "-n", std::to_string(ranks), "--oversubscribe",
-                                   CELLFM_BINARY};
+                                   program};
   if (::geteuid() == 0) argv.insert(argv.begin() + 1, "--allow-run-as-root");  // CI runs as root
   argv.insert(argv.end(), args.begin(), args.end());
   return run_process(argv);
+}
+
+ProcessResult mpi_cellfm(int ranks, std::vector<std::string> args) {
+  return mpi_run(ranks, CELLFM_BINARY, std::move(args));
 }
 
 TEST(CliMpi, SpecErrorIsPrintedOnceAndExits2) {
@@ -59,6 +65,33 @@ TEST(CliMpi, CheckPassesOnFourRanks) {
       << result.out;
   EXPECT_NE(result.out.find("8 data files with 2252 cells"), std::string::npos) << result.out;
   EXPECT_EQ(count_occurrences(result.out, "check passed"), 1);
+}
+
+TEST(ErrorHandler, RankLocalErrorEndsTheJobInsteadOfHanging) {
+  const auto start = std::chrono::steady_clock::now();
+  const ProcessResult result = mpi_run(2, CELLFM_ERROR_PROBE, {"rank-local"});
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(result.exit_code, 2) << result.err;  // the error's own exit code, through MPI_Abort
+  EXPECT_EQ(count_occurrences(result.err,
+                              "cellfm: error (rank 1): only the last rank sees this input problem"),
+            1)
+      << result.err;
+  EXPECT_LT(seconds, 60.0);
+}
+
+TEST(ErrorHandler, InternalErrorOnRankZeroExits1) {
+  const ProcessResult result = mpi_run(2, CELLFM_ERROR_PROBE, {"internal"});
+  EXPECT_EQ(result.exit_code, 1) << result.err;
+  EXPECT_EQ(count_occurrences(result.err, "cellfm: error (rank 0): a bug on rank 0"), 1)
+      << result.err;
+}
+
+TEST(ErrorHandler, AgreedErrorIsPrintedOnceWithoutAbort) {
+  const ProcessResult result = mpi_run(4, CELLFM_ERROR_PROBE, {"agreed"});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(count_occurrences(result.err, "every rank learns of this one"), 1) << result.err;
+  EXPECT_EQ(result.err.find("MPI_ABORT"), std::string::npos) << result.err;
 }
 
 }  // namespace
