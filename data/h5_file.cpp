@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "data/h5_native.h"
+#include "data/lzf_filter.h"
 #include "parallel/agreement.h"
 #include "parallel/mpi_native.h"
 
@@ -40,6 +41,7 @@ H5File::H5File(const std::string& path, const parallel::Comm& comm) : path_(path
     }
   });
   h5_silence_automatic_errors();
+  register_lzf_filter();
   H5Id access(CELLFM_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
   CELLFM_H5_CHECK(H5Pset_fapl_mpio(access.get(), parallel::native(comm), MPI_INFO_NULL));
   id_ = CELLFM_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, access.get()));

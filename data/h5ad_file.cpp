@@ -1,0 +1,358 @@
+// H5adFile: locating the counts matrix, reading row blocks with validation, CSC conversion.
+#include "data/h5ad_file.h"
+
+#include <algorithm>
+#include <cmath>
+#include <optional>
+
+#include "core/error.h"
+#include "data/h5_file.h"
+#include "data/h5_read.h"
+#include "data/h5ad_dataframe.h"
+#include "data/h5ad_summary.h"
+
+namespace cellfm::data {
+
+MatrixSource parse_matrix_source(const std::string& text) {
+  if (text == "auto") return MatrixSource::automatic;
+  if (text == "X") return MatrixSource::x;
+  if (text == "raw") return MatrixSource::raw;
+  throw core::UsageError("data.matrix must be one of auto, X, raw, got '" + text + "'");
+}
+
+const char* matrix_format_name(MatrixFormat format) {
+  switch (format) {
+    case MatrixFormat::csr: return "csr";
+    case MatrixFormat::csc: return "csc";
+    case MatrixFormat::dense: return "dense";
+  }
+  return "csr";
+}
+
+std::string with_thousands(std::int64_t value) {
+  std::string digits = std::to_string(value < 0 ? -value : value);
+  for (int i = static_cast<int>(digits.size()) - 3; i > 0; i -= 3) digits.insert(i, ",");
+  return value < 0 ? "-" + digits : digits;
+}
+
+struct H5adFile::State {
+  State(const std::string& path, const parallel::Comm& comm) : file(path, comm) {}
+
+  H5File file;
+  H5adOptions options;
+  std::string generation;
+  MatrixInfo matrix;
+  std::string var_path;
+  std::optional<H5adDataframe> obs;
+  std::int64_t n_obs = 0;
+  // CSR: indptr (validated once) and open datasets; dense: `data` only.
+  std::vector<std::int64_t> indptr;
+  H5Id data;
+  H5Id indices;
+  // CSC converted to CSR in memory (the whole matrix).
+  std::optional<CsrBatch> converted;
+
+  [[noreturn]] void fail(const std::string& what) const {
+    throw core::InputError(file.path() + ": " + what);
+  }
+  void validate_values(const float* values, std::size_t count, std::int64_t first_row,
+                       const std::int64_t* row_offsets, const std::string& element) const;
+};
+
+namespace {
+
+std::string compression_of(hid_t dataset) {
+  H5Id plist(CELLFM_H5_CHECK(H5Dget_create_plist(dataset)), H5Pclose);
+  const int filters = CELLFM_H5_CHECK(H5Pget_nfilters(plist.get()));
+  std::string names;
+  for (int i = 0; i < filters; ++i) {
+    unsigned flags = 0;
+    std::size_t elements = 0;
+    char name[64] = {0};
+    unsigned config = 0;
+    const H5Z_filter_t filter = H5Pget_filter2(plist.get(), static_cast<unsigned>(i), &flags,
+                                               &elements, nullptr, sizeof name, name, &config);
+    if (!names.empty()) names += '+';
+    names += filter == H5Z_FILTER_DEFLATE   ? "gzip"
+             : filter == H5Z_FILTER_SHUFFLE ? "shuffle"
+                                            : name;
+  }
+  return names.empty() ? "none" : names;
+}
+
+std::string numpy_type_of(hid_t dataset) {
+  H5Id type(CELLFM_H5_CHECK(H5Dget_type(dataset)), H5Tclose);
+  return h5_numpy_type_name(type.get());
+}
+
+}  // namespace
+
+void H5adFile::State::validate_values(const float* values, std::size_t count,
+                                      std::int64_t first_row, const std::int64_t* row_offsets,
+                                      const std::string& element) const {
+  for (std::size_t i = 0; i < count; ++i) {
+    const float value = values[i];
+    if (std::isfinite(value) && (value >= 0 || !options.require_counts)) continue;
+    // Name the row: the first offset beyond i.
+    std::int64_t row = first_row;
+    if (row_offsets) {
+      std::int64_t r = 0;
+      while (row_offsets[r + 1] <= static_cast<std::int64_t>(i)) ++r;
+      row = first_row + r;
+    }
+    fail(element + " has " + (std::isfinite(value) ? "a negative count" : "a non-finite value") +
+         " at row " + with_thousands(row) + " (" + std::to_string(value) + ")");
+  }
+}
+
+H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5adOptions& options)
+    : state_(std::make_unique<State>(path, comm)) {
+  State& s = *state_;
+  s.options = options;
+  const H5adSummary summary = summarize_h5ad(s.file);
+  s.generation = summary.generation;
+  const hid_t id = s.file.native_id();
+
+  // Which matrix: raw/X (or <= 0.6's raw.X) for raw and auto-with-raw, else X.
+  std::vector<std::string> candidates;
+  if (options.matrix != MatrixSource::x) candidates = {"raw/X", "raw.X"};
+  if (options.matrix != MatrixSource::raw) candidates.push_back("X");
+  for (const std::string& candidate : candidates) {
+    if (h5_exists(id, candidate)) {
+      s.matrix.path = candidate;
+      break;
+    }
+  }
+  if (s.matrix.path.empty()) {
+    s.fail(options.matrix == MatrixSource::raw ? "has no raw matrix (raw/X); use data.matrix: X"
+           : options.matrix == MatrixSource::x ? "has no X matrix; use data.matrix: raw"
+                                               : "has no expression matrix (neither X nor raw/X)");
+  }
+  s.var_path = s.matrix.path == "X" ? "var" : s.matrix.path == "raw/X" ? "raw/var" : "raw.var";
+  s.obs.emplace(id, "obs", path);
+  s.n_obs = s.obs->rows();
+  MatrixInfo& m = s.matrix;
+
+  if (h5_kind(id, m.path) == H5Kind::dataset) {
+    const std::vector<std::int64_t> dims = h5_dataset_dims(id, m.path);
+    if (dims.size() != 2) s.fail(m.path + " is a dataset but not a 2-D matrix");
+    m.format = MatrixFormat::dense;
+    m.rows = dims[0];
+    m.cols = dims[1];
+    m.stored = m.rows * m.cols;
+    s.data = h5_open_dataset(id, m.path, path);
+    m.dtype = numpy_type_of(s.data.get());
+    m.compression = compression_of(s.data.get());
+  } else {
+    const std::string encoding =
+        h5_string_attribute(id, m.path, "encoding-type")
+            .value_or(h5_string_attribute(id, m.path, "h5sparse_format").value_or(""));
+    if (encoding == "csr_matrix" || encoding == "csr") {
+      m.format = MatrixFormat::csr;
+    } else if (encoding == "csc_matrix" || encoding == "csc") {
+      m.format = MatrixFormat::csc;
+    } else {
+      s.fail(m.path + " is a group but not a sparse matrix (encoding '" + encoding + "')");
+    }
+    auto shape = h5_int_array_attribute(id, m.path, "shape");
+    if (!shape) shape = h5_int_array_attribute(id, m.path, "h5sparse_shape");
+    if (!shape || shape->size() != 2) s.fail(m.path + " has no 2-element shape attribute");
+    m.rows = (*shape)[0];
+    m.cols = (*shape)[1];
+    s.data = h5_open_dataset(id, m.path + "/data", path);
+    s.indices = h5_open_dataset(id, m.path + "/indices", path);
+    H5Id indptr = h5_open_dataset(id, m.path + "/indptr", path);
+    m.dtype = numpy_type_of(s.data.get());
+    m.index_dtype = numpy_type_of(s.indices.get());
+    m.indptr_dtype = numpy_type_of(indptr.get());
+    m.compression = compression_of(s.data.get());
+    m.stored = h5_dataset_length(id, m.path + "/data");
+    if (h5_dataset_length(id, m.path + "/indices") != m.stored) {
+      s.fail(m.path + "/indices has " + with_thousands(h5_dataset_length(id, m.path + "/indices")) +
+             " entries but data has " + with_thousands(m.stored));
+    }
+    const std::int64_t major = m.format == MatrixFormat::csr ? m.rows : m.cols;
+    if (h5_dataset_length(id, m.path + "/indptr") != major + 1) {
+      s.fail(m.path + "/indptr has " + with_thousands(h5_dataset_length(id, m.path + "/indptr")) +
+             " entries, expected " + with_thousands(major + 1));
+    }
+    s.indptr.resize(static_cast<std::size_t>(major + 1));
+    h5_read_range(indptr.get(), H5T_NATIVE_INT64, 0, major + 1, s.indptr.data());
+    if (s.indptr.front() != 0) s.fail(m.path + "/indptr does not start at 0");
+    for (std::int64_t r = 0; r < major; ++r) {
+      if (s.indptr[r + 1] < s.indptr[r]) {
+        s.fail(m.path + "/indptr decreases at row " + with_thousands(r + 1));
+      }
+    }
+    if (s.indptr.back() > m.stored) {
+      s.fail(m.path + "/indptr ends at " + with_thousands(s.indptr.back()) + " beyond the " +
+             with_thousands(m.stored) + " stored entries");
+    }
+  }
+  if (m.rows != s.n_obs) {
+    s.fail(m.path + " has " + with_thousands(m.rows) + " rows but obs has " +
+           with_thousands(s.n_obs));
+  }
+  if (m.format == MatrixFormat::csc) {
+    const std::int64_t bytes = m.stored * 12 + (m.cols + m.rows + 2) * 8;
+    if (bytes > options.csc_budget_bytes) {
+      s.fail(m.path + " is stored by column (CSC, " + with_thousands(bytes >> 20) +
+             " MB to convert, over the " + with_thousands(options.csc_budget_bytes >> 20) +
+             " MB budget); write a CSR copy once with `cellfm prep convert` (anndata: "
+             "adata.X = adata.X.tocsr())");
+    }
+    // Transpose in memory with a counting sort over rows.
+    std::vector<std::int64_t> rows64(static_cast<std::size_t>(m.stored));
+    std::vector<float> values(static_cast<std::size_t>(m.stored));
+    h5_read_range(s.indices.get(), H5T_NATIVE_INT64, 0, m.stored, rows64.data());
+    h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, 0, m.stored, values.data());
+    CsrBatch csr;
+    csr.offsets.assign(static_cast<std::size_t>(m.rows + 1), 0);
+    for (std::int64_t k = 0; k < m.stored; ++k) {
+      const std::int64_t row = rows64[k];
+      if (row < 0 || row >= m.rows) {
+        std::int64_t column = 0;
+        while (s.indptr[column + 1] <= k) ++column;
+        s.fail(m.path + "/indices has row " + with_thousands(row) + " outside [0, " +
+               with_thousands(m.rows) + ") in column " + with_thousands(column));
+      }
+      ++csr.offsets[row + 1];
+    }
+    for (std::int64_t r = 0; r < m.rows; ++r) csr.offsets[r + 1] += csr.offsets[r];
+    csr.genes.resize(static_cast<std::size_t>(m.stored));
+    csr.values.resize(static_cast<std::size_t>(m.stored));
+    std::vector<std::int64_t> next(csr.offsets.begin(), csr.offsets.end() - 1);
+    for (std::int64_t column = 0; column < m.cols; ++column) {
+      for (std::int64_t k = s.indptr[column]; k < s.indptr[column + 1]; ++k) {
+        const std::int64_t at = next[rows64[k]]++;
+        csr.genes[at] = static_cast<std::int32_t>(column);
+        csr.values[at] = values[k];
+      }
+    }
+    s.converted = std::move(csr);
+  }
+}
+
+H5adFile::~H5adFile() = default;
+H5adFile::H5adFile(H5adFile&&) noexcept = default;
+
+const std::string& H5adFile::path() const {
+  return state_->file.path();
+}
+const std::string& H5adFile::generation() const {
+  return state_->generation;
+}
+std::int64_t H5adFile::n_obs() const {
+  return state_->n_obs;
+}
+std::int64_t H5adFile::n_vars() const {
+  return state_->matrix.cols;
+}
+const MatrixInfo& H5adFile::matrix() const {
+  return state_->matrix;
+}
+
+std::vector<std::string> H5adFile::obs_names(std::int64_t begin, std::int64_t end) const {
+  return state_->obs->index(begin, end);
+}
+
+std::vector<std::string> H5adFile::var_names(const std::string& column) const {
+  const State& s = *state_;
+  H5adDataframe var(s.file.native_id(), s.var_path, s.file.path());
+  if (column.empty()) return var.index(0, var.rows());
+  const ObsColumn values = var.column(column, 0, var.rows());
+  if (values.kind == ObsColumn::Kind::string) return values.strings;
+  if (values.kind == ObsColumn::Kind::categorical) {
+    std::vector<std::string> names;
+    for (std::int32_t code : values.codes) names.push_back(code < 0 ? "" : values.categories[code]);
+    return names;
+  }
+  s.fail(s.var_path + "/" + column + " holds numbers, not gene names");
+}
+
+std::vector<std::string> H5adFile::obs_column_names() const {
+  return state_->obs->column_names();
+}
+
+std::vector<std::string> H5adFile::var_column_names() const {
+  const State& s = *state_;
+  return H5adDataframe(s.file.native_id(), s.var_path, s.file.path()).column_names();
+}
+
+ObsColumn H5adFile::obs_column(const std::string& name, std::int64_t begin,
+                               std::int64_t end) const {
+  return state_->obs->column(name, begin, end);
+}
+
+CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
+  const State& s = *state_;
+  const MatrixInfo& m = s.matrix;
+  CELLFM_CHECK(0 <= begin && begin <= end && end <= m.rows, "read_rows range out of bounds");
+  CsrBatch batch;
+  batch.cell_ids.resize(static_cast<std::size_t>(end - begin));
+  for (std::int64_t r = begin; r < end; ++r) batch.cell_ids[r - begin] = r;
+
+  if (m.format == MatrixFormat::dense) {
+    const std::int64_t cells = end - begin;
+    std::vector<float> dense(static_cast<std::size_t>(cells * m.cols));
+    if (cells > 0) {
+      H5Id space(CELLFM_H5_CHECK(H5Dget_space(s.data.get())), H5Sclose);
+      const hsize_t start[2] = {static_cast<hsize_t>(begin), 0};
+      const hsize_t count[2] = {static_cast<hsize_t>(cells), static_cast<hsize_t>(m.cols)};
+      CELLFM_H5_CHECK(
+          H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
+      H5Id memory(CELLFM_H5_CHECK(H5Screate_simple(2, count, nullptr)), H5Sclose);
+      CELLFM_H5_CHECK(H5Dread(s.data.get(), H5T_NATIVE_FLOAT, memory.get(), space.get(),
+                              H5P_DEFAULT, dense.data()));
+    }
+    batch.offsets.reserve(static_cast<std::size_t>(cells + 1));
+    for (std::int64_t r = 0; r < cells; ++r) {
+      const float* row = dense.data() + r * m.cols;
+      s.validate_values(row, static_cast<std::size_t>(m.cols), begin + r, nullptr, m.path);
+      for (std::int64_t g = 0; g < m.cols; ++g) {
+        if (row[g] != 0.0f) {
+          batch.genes.push_back(static_cast<std::int32_t>(g));
+          batch.values.push_back(row[g]);
+        }
+      }
+      batch.offsets.push_back(batch.nnz());
+    }
+    return batch;
+  }
+
+  if (s.converted) {
+    const CsrBatch& all = *s.converted;
+    const std::int64_t lo = all.offsets[begin];
+    const std::int64_t hi = all.offsets[end];
+    batch.offsets.assign(all.offsets.begin() + begin, all.offsets.begin() + end + 1);
+    for (auto& offset : batch.offsets) offset -= lo;
+    batch.genes.assign(all.genes.begin() + lo, all.genes.begin() + hi);
+    batch.values.assign(all.values.begin() + lo, all.values.begin() + hi);
+    s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(),
+                      m.path);
+    return batch;
+  }
+
+  const std::int64_t lo = s.indptr[begin];
+  const std::int64_t hi = s.indptr[end];
+  batch.offsets.assign(s.indptr.begin() + begin, s.indptr.begin() + end + 1);
+  for (auto& offset : batch.offsets) offset -= lo;
+  std::vector<std::int64_t> indices(static_cast<std::size_t>(hi - lo));
+  h5_read_range(s.indices.get(), H5T_NATIVE_INT64, lo, hi, indices.data());
+  batch.values.resize(static_cast<std::size_t>(hi - lo));
+  h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
+  batch.genes.resize(indices.size());
+  for (std::size_t k = 0; k < indices.size(); ++k) {
+    if (indices[k] < 0 || indices[k] >= m.cols) {
+      std::int64_t r = 0;
+      while (batch.offsets[r + 1] <= static_cast<std::int64_t>(k)) ++r;
+      s.fail(m.path + "/indices has gene " + with_thousands(indices[k]) + " outside [0, " +
+             with_thousands(m.cols) + ") at row " + with_thousands(begin + r));
+    }
+    batch.genes[k] = static_cast<std::int32_t>(indices[k]);
+  }
+  s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(), m.path);
+  return batch;
+}
+
+}  // namespace cellfm::data

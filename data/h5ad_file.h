@@ -1,0 +1,100 @@
+// Reading one .h5ad file written by any anndata generation (<= 0.6, 0.7, >= 0.8) through parallel
+// HDF5: the expression matrix (X, raw/X or the old root-level raw.X; CSR, CSC or dense; any
+// integer/float dtype, always widened) in row blocks, obs columns, and the var index / columns.
+// Not thread-safe: Debian's parallel HDF5 needs all calls on one thread or under one lock.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/csr_batch.h"
+#include "parallel/comm.h"
+
+namespace cellfm::data {
+
+/// `data.matrix`: which matrix holds the counts. automatic: raw/X when present (CELLxGENE keeps
+/// raw counts there), else X.
+enum class MatrixSource { automatic, x, raw };
+MatrixSource parse_matrix_source(const std::string& text);  ///< "auto" | "X" | "raw"
+
+enum class MatrixFormat { csr, csc, dense };
+const char* matrix_format_name(MatrixFormat format);
+
+struct MatrixInfo {
+  std::string path;  ///< "X", "raw/X" or "raw.X" (anndata <= 0.6)
+  MatrixFormat format = MatrixFormat::csr;
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t stored = 0;   ///< stored entries (sparse) or rows * cols (dense)
+  std::string dtype;         ///< numpy name of the stored values, e.g. "float32"
+  std::string index_dtype;   ///< sparse: indices' numpy name; dense: ""
+  std::string indptr_dtype;  ///< sparse: indptr's numpy name; dense: ""
+  std::string compression;   ///< "none", "gzip", or the HDF5 filter names
+};
+
+/// One obs column as anndata reads it. Exactly one of codes/strings/numbers is filled.
+struct ObsColumn {
+  enum class Kind { categorical, string, numeric, boolean };
+  Kind kind = Kind::numeric;
+  std::string dtype;  ///< pandas dtype: "category", "int64", "float32", "bool", "Int64",
+                      ///< "boolean", "string", "object"
+  std::vector<std::int32_t> codes;      ///< categorical: [rows], -1 = missing
+  std::vector<std::string> categories;  ///< categorical: the category labels
+  std::vector<std::string> strings;     ///< string: [rows]
+  std::vector<double> numbers;          ///< numeric and boolean (0/1): [rows]
+  std::vector<std::uint8_t> missing;    ///< [rows] 1 = NA for nullable columns; else empty
+};
+
+struct H5adOptions {
+  MatrixSource matrix = MatrixSource::automatic;
+  /// CSC matrices are converted to CSR in memory when their arrays fit this budget.
+  std::int64_t csc_budget_bytes = std::int64_t{2} << 30;
+  /// Values must be counts: finite and non-negative (set false to read e.g. a scaled X).
+  bool require_counts = true;
+};
+
+class H5adFile {
+ public:
+  /// Opens `path` collectively on `comm` and reads its metadata. Throws InputError naming the
+  /// file for a file that is not HDF5, not h5ad, lacks the chosen matrix, or is malformed.
+  H5adFile(const std::string& path, const parallel::Comm& comm, const H5adOptions& options);
+  ~H5adFile();
+  H5adFile(H5adFile&&) noexcept;
+  H5adFile& operator=(H5adFile&&) = delete;
+
+  const std::string& path() const;
+  /// "anndata >= 0.8", "anndata 0.7", "anndata <= 0.6".
+  const std::string& generation() const;
+  std::int64_t n_obs() const;
+  /// Genes of the chosen matrix (raw/var's for raw/X, which may differ from var's).
+  std::int64_t n_vars() const;
+  const MatrixInfo& matrix() const;
+
+  std::vector<std::string> obs_names(std::int64_t begin, std::int64_t end) const;
+  /// The chosen matrix's gene names: the var index, or a named var column.
+  std::vector<std::string> var_names(const std::string& column = "") const;
+  std::vector<std::string> obs_column_names() const;
+  /// Columns of the chosen matrix's var dataframe.
+  std::vector<std::string> var_column_names() const;
+  /// Rows [begin, end) of obs column `name`; throws InputError naming file and column if absent.
+  ObsColumn obs_column(const std::string& name, std::int64_t begin, std::int64_t end) const;
+
+  /// Cells [begin, end) of the chosen matrix as CSR with int64 offsets and float values; validates
+  /// indptr (non-decreasing, in range), indices (within the gene count) and values (finite,
+  /// non-negative) and throws InputError "file: X/indptr decreases at row 1,234" on violations.
+  /// cell_ids are the file's row numbers. Independent (non-collective) I/O.
+  CsrBatch read_rows(std::int64_t begin, std::int64_t end) const;
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+/// "1,234,567": numbers in messages a user reads.
+std::string with_thousands(std::int64_t value);
+
+}  // namespace cellfm::data
