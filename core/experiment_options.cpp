@@ -11,7 +11,7 @@ bool RunOptions::operator==(const RunOptions& o) const {
   return name == o.name && dir == o.dir && seed == o.seed && max_steps == o.max_steps;
 }
 bool DataOptions::operator==(const DataOptions& o) const {
-  return files == o.files && batch_cells == o.batch_cells;
+  return files == o.files && batch_cells == o.batch_cells && matrix == o.matrix;
 }
 bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
@@ -47,6 +47,9 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema.add("data.batch_cells", &o.data.batch_cells, "cells per batch on each data-parallel rank")
       .at_least(1)
       .at_most(1 << 20);
+  schema.add("data.matrix", &o.data.matrix,
+             "which matrix holds the counts: raw/X when present (auto), X, or raw")
+      .choices({"auto", "X", "raw"});
 
   schema.add("model.family", &o.model.family, "the model family")
       .choices({"exceiver", "cellplm", "sccello"});

@@ -23,6 +23,7 @@ struct RunOptions {
 struct DataOptions {
   std::vector<std::string> files;  ///< .h5ad paths and globs, relative to the working directory
   std::int64_t batch_cells = 64;   ///< cells per batch on each data-parallel rank
+  std::string matrix = "auto";     ///< auto | X | raw: which matrix holds the counts
   bool operator==(const DataOptions&) const;
 };
 

@@ -80,6 +80,14 @@ std::string compression_of(hid_t dataset) {
   return names.empty() ? "none" : names;
 }
 
+std::int64_t chunk_of(hid_t dataset) {
+  H5Id plist(CELLFM_H5_CHECK(H5Dget_create_plist(dataset)), H5Pclose);
+  if (H5Pget_layout(plist.get()) != H5D_CHUNKED) return 0;
+  hsize_t dims[2] = {0, 0};
+  CELLFM_H5_CHECK(H5Pget_chunk(plist.get(), 2, dims));
+  return static_cast<std::int64_t>(dims[0]);
+}
+
 std::string numpy_type_of(hid_t dataset) {
   H5Id type(CELLFM_H5_CHECK(H5Dget_type(dataset)), H5Tclose);
   return h5_numpy_type_name(type.get());
@@ -143,6 +151,7 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
     s.data = h5_open_dataset(id, m.path, path);
     m.dtype = numpy_type_of(s.data.get());
     m.compression = compression_of(s.data.get());
+    m.chunk = chunk_of(s.data.get());
   } else {
     const std::string encoding =
         h5_string_attribute(id, m.path, "encoding-type")
@@ -166,6 +175,7 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
     m.index_dtype = numpy_type_of(s.indices.get());
     m.indptr_dtype = numpy_type_of(indptr.get());
     m.compression = compression_of(s.data.get());
+    m.chunk = chunk_of(s.data.get());
     m.stored = h5_dataset_length(id, m.path + "/data");
     if (h5_dataset_length(id, m.path + "/indices") != m.stored) {
       s.fail(m.path + "/indices has " + with_thousands(h5_dataset_length(id, m.path + "/indices")) +

@@ -33,6 +33,7 @@ struct MatrixInfo {
   std::string index_dtype;   ///< sparse: indices' numpy name; dense: ""
   std::string indptr_dtype;  ///< sparse: indptr's numpy name; dense: ""
   std::string compression;   ///< "none", "gzip", or the HDF5 filter names
+  std::int64_t chunk = 0;  ///< elements per chunk of the values (first dimension); 0: contiguous
 };
 
 /// One obs column as anndata reads it. Exactly one of codes/strings/numbers is filled.

@@ -57,6 +57,12 @@ std::int64_t Comm::allreduce_sum(std::int64_t value) const {
   return allreduce_int64(handle_->comm, value, MPI_SUM);
 }
 
+double Comm::allreduce_sum_real(double value) const {
+  double result = 0;
+  CELLFM_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_SUM, handle_->comm));
+  return result;
+}
+
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   std::vector<std::uint64_t> values(static_cast<std::size_t>(size()));
   CELLFM_MPI_CHECK(

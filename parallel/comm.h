@@ -23,6 +23,7 @@ class Comm {
   std::int64_t allreduce_min(std::int64_t value) const;
   std::int64_t allreduce_max(std::int64_t value) const;
   std::int64_t allreduce_sum(std::int64_t value) const;
+  double allreduce_sum_real(double value) const;
   /// Element r of the result is rank r's `value`. [size]
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
   /// Rank `root`'s `value` on every rank.

@@ -1,6 +1,10 @@
 // The cellfm binary as a user runs it: help, exit codes, and one-sentence errors.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
 #include "core/experiment_options.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
@@ -131,6 +135,57 @@ TEST(Cli, CheckPassesAndItsResolvedSpecReloads) {
   EXPECT_EQ(options.run.name, "exp");
   const ProcessResult second = cellfm({"check", resolved});
   EXPECT_EQ(second.exit_code, 0) << second.err;
+}
+
+TEST(Cli, InspectJsonAgreesWithAnndata) {
+  const std::string dir = testing::test_data_dir() + "/h5ad/";
+  std::ifstream in(dir + "expected.json");
+  const auto expected = nlohmann::json::parse(in);
+  int inspected = 0;
+  for (const auto& [name, want] : expected.items()) {
+    SCOPED_TRACE(name);
+    const bool has_raw = !want["raw_X"].is_null();
+    if (want["X"].is_null() && !has_raw) continue;
+    const ProcessResult result = cellfm({"inspect", dir + name, "--json"});
+    ASSERT_EQ(result.exit_code, 0) << result.err;
+    const auto got = nlohmann::json::parse(result.out);
+    const auto& matrix = has_raw ? want["raw_X"] : want["X"];  // auto prefers raw/X
+    EXPECT_EQ(got["matrix"], has_raw ? "raw/X" : "X");
+    EXPECT_EQ(got["encoding"] == "anndata >= 0.8", !want["root_encoding"].empty());
+    EXPECT_EQ(got["n_obs"], want["n_obs"]);
+    EXPECT_EQ(got["n_vars"], matrix["shape"][1]);
+    EXPECT_EQ(got["format"], matrix["format"]);
+    EXPECT_EQ(got["nnz"], matrix["nnz"]);
+    const double sum = matrix["sum"].get<double>();
+    EXPECT_NEAR(got["sum"].get<double>(), sum, 2e-5 * std::max(1.0, std::abs(sum)));
+    for (const auto& [column, info] : want["obs_columns"].items()) {
+      EXPECT_EQ(got["obs_columns"][column], info["dtype"]) << column;
+    }
+    EXPECT_EQ(got["obs_columns"].size(), want["obs_columns"].size());
+    ++inspected;
+  }
+  EXPECT_EQ(inspected, 7);
+}
+
+TEST(Cli, InspectSpecCoversEveryFile) {
+  TempDir dir;
+  const std::string spec = dir.write(
+      "x.yaml", "data:\n  files: ['" + testing::test_data_dir() + "/h5ad/anndata_v0.7.*.h5ad']\n");
+  const ProcessResult result = cellfm({"inspect", spec, "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  const auto got = nlohmann::json::parse(result.out);
+  ASSERT_EQ(got["files"].size(), 2u);
+  EXPECT_EQ(got["files"][0]["n_obs"], 30);
+  EXPECT_LE(got["genes_in_all_files"].get<int>(), got["genes_in_any_file"].get<int>());
+  EXPECT_GT(got["genes_in_all_files"].get<int>(), 0);
+}
+
+TEST(Cli, InspectOfAFileWithoutMatrixExits2) {
+  const std::string file = testing::test_data_dir() + "/h5ad/anndata_v0.11.4.h5ad";
+  const ProcessResult result = cellfm({"inspect", file});
+  EXPECT_EQ(result.exit_code, 2);
+  EXPECT_EQ(result.err,
+            "cellfm: error: " + file + ": has no expression matrix (neither X nor raw/X)\n");
 }
 
 }  // namespace
