@@ -11,7 +11,13 @@ bool RunOptions::operator==(const RunOptions& o) const {
   return name == o.name && dir == o.dir && seed == o.seed && max_steps == o.max_steps;
 }
 bool DataOptions::operator==(const DataOptions& o) const {
-  return files == o.files && batch_cells == o.batch_cells && matrix == o.matrix;
+  return files == o.files && batch_cells == o.batch_cells && matrix == o.matrix &&
+         filters == o.filters && label_column == o.label_column && group_column == o.group_column &&
+         spatial_obsm == o.spatial_obsm && spatial_columns == o.spatial_columns &&
+         vocabulary == o.vocabulary && gene_column == o.gene_column && gene_map == o.gene_map &&
+         validation_fraction == o.validation_fraction && validation_files == o.validation_files &&
+         validation_column == o.validation_column && validation_values == o.validation_values &&
+         block_cells == o.block_cells && shuffle_blocks == o.shuffle_blocks;
 }
 bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
@@ -47,9 +53,36 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema.add("data.batch_cells", &o.data.batch_cells, "cells per batch on each data-parallel rank")
       .at_least(1)
       .at_most(1 << 20);
-  schema.add("data.matrix", &o.data.matrix,
-             "which matrix holds the counts: raw/X when present (auto), X, or raw")
+  schema
+      .add("data.matrix", &o.data.matrix,
+           "which matrix holds the counts: raw/X when present (auto), X, or raw")
       .choices({"auto", "X", "raw"});
+  schema.add("data.filters", &o.data.filters,
+             "obs column -> accepted value(s); cells failing any filter are skipped");
+  schema.add("data.label_column", &o.data.label_column, "obs column mapped to label ids");
+  schema.add("data.group_column", &o.data.group_column, "obs column of groups (sample, FOV)");
+  schema.add("data.spatial_obsm", &o.data.spatial_obsm, "obsm key of [cells, 2] coordinates");
+  schema.add("data.spatial_columns", &o.data.spatial_columns, "two obs columns: x, y");
+  schema.add("data.vocabulary", &o.data.vocabulary,
+             "file with the model's genes, one id per line; empty: built from the corpus");
+  schema.add("data.gene_column", &o.data.gene_column, "var column with gene ids; empty: var index");
+  schema.add("data.gene_map", &o.data.gene_map, "TSV mapping gene symbols to ids");
+  schema
+      .add("data.validation.fraction", &o.data.validation_fraction,
+           "fraction of cells held out for evaluation")
+      .at_least(0)
+      .at_most(0.99);
+  schema.add("data.validation.files", &o.data.validation_files, "files held out (paths, globs)");
+  schema.add("data.validation.column", &o.data.validation_column,
+             "obs column whose values in data.validation.values are held out");
+  schema.add("data.validation.values", &o.data.validation_values,
+             "values of data.validation.column held out");
+  schema.add("data.block_cells", &o.data.block_cells, "contiguous cells per read block")
+      .at_least(1)
+      .at_most(1 << 20);
+  schema.add("data.shuffle_blocks", &o.data.shuffle_blocks, "blocks per shuffle buffer")
+      .at_least(1)
+      .at_most(1 << 16);
 
   schema.add("model.family", &o.model.family, "the model family")
       .choices({"exceiver", "cellplm", "sccello"});

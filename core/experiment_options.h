@@ -8,9 +8,9 @@
 #include <string>
 #include <vector>
 
-namespace cellfm::core {
+#include "core/spec.h"
 
-class SpecSchema;
+namespace cellfm::core {
 
 struct RunOptions {
   std::string name;  ///< default: the spec file's name without extension
@@ -24,6 +24,20 @@ struct DataOptions {
   std::vector<std::string> files;  ///< .h5ad paths and globs, relative to the working directory
   std::int64_t batch_cells = 64;   ///< cells per batch on each data-parallel rank
   std::string matrix = "auto";     ///< auto | X | raw: which matrix holds the counts
+  NamedValues filters;             ///< obs column -> accepted values; a cell must pass all
+  std::string label_column;        ///< obs column mapped to label ids ("" none)
+  std::string group_column;        ///< obs column of groups, e.g. sample or FOV ("" none)
+  std::string spatial_obsm;        ///< obsm key with [cells, 2] coordinates ("" none)
+  std::vector<std::string> spatial_columns;  ///< or two obs columns (x, y)
+  std::string vocabulary;          ///< file with one gene id per line ("" build from corpus)
+  std::string gene_column;         ///< var column holding gene ids ("" the var index)
+  std::string gene_map;            ///< TSV symbol -> gene id for files that use symbols ("" none)
+  double validation_fraction = 0;  ///< cells held out at random (keyed by run.seed)
+  std::vector<std::string> validation_files;   ///< or whole files held out (paths/globs)
+  std::string validation_column;               ///< or whole values of an obs column held out
+  std::vector<std::string> validation_values;  ///< ... these values of validation_column
+  std::int64_t block_cells = 32;     ///< contiguous cells read as one block by the sampler
+  std::int64_t shuffle_blocks = 16;  ///< blocks shuffled together per rank (the shuffle buffer)
   bool operator==(const DataOptions&) const;
 };
 

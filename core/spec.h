@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace cellfm::core {
@@ -40,6 +41,10 @@ class SpecDocument {
 
 class SpecField;
 
+/// A mapping of names to one or more values, e.g. data.filters: {assay: [a, b], primary: true}.
+/// Order as written; a scalar value is a one-element list.
+using NamedValues = std::vector<std::pair<std::string, std::vector<std::string>>>;
+
 /// Chainable constraints on the field just added to a schema.
 class FieldOptions {
  public:
@@ -69,6 +74,8 @@ class SpecSchema {
   FieldOptions add(const std::string& key, double* target, const std::string& help);
   FieldOptions add(const std::string& key, std::vector<std::string>* target,
                    const std::string& help);
+  /// A mapping field: every key below `key` (key.name: value | [values]) belongs to it.
+  FieldOptions add(const std::string& key, NamedValues* target, const std::string& help);
 
   std::vector<std::string> keys() const;
 

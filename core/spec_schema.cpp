@@ -6,6 +6,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include "core/closest_match.h"
@@ -35,6 +36,10 @@ class SpecField {
   virtual std::string display() const = 0;
   /// "an integer >= 1", "one of adam, adamw", ...
   virtual std::string accepted() const = 0;
+  /// Mapping fields take the entries below their key: `name` is the part after "key.".
+  virtual bool is_mapping() const { return false; }
+  virtual void assign_member(const std::string& /*name*/, const YAML::Node& /*value*/) {}
+  virtual void clear_members() {}
 
   const std::string& key() const { return key_; }
   const std::string& help() const { return help_; }
@@ -228,6 +233,63 @@ class StringListField final : public SpecField {
   std::vector<std::string>* target_;
 };
 
+class NamedValuesField final : public SpecField {
+ public:
+  NamedValuesField(std::string key, NamedValues* target, std::string help)
+      : SpecField(std::move(key), std::move(help)), target_(target) {}
+  bool is_mapping() const override { return true; }
+  void clear_members() override { target_->clear(); }
+  void assign(const YAML::Node& value) override {
+    // The key itself: only an empty mapping (or nothing) is allowed; members come one by one.
+    if (value && !value.IsNull() && !(value.IsMap() && value.size() == 0)) {
+      throw BadValue{describe_yaml_value(value), ""};
+    }
+    target_->clear();
+  }
+  void assign_member(const std::string& name, const YAML::Node& value) override {
+    std::vector<std::string> values;
+    if (value && value.IsScalar()) {
+      values.push_back(value.Scalar());
+    } else if (value && value.IsSequence() && value.size() > 0) {
+      for (const YAML::Node& item : value) {
+        if (!item.IsScalar()) throw BadValue{"a list containing " + describe_yaml_value(item), ""};
+        values.push_back(item.Scalar());
+      }
+    } else {
+      throw BadValue{describe_yaml_value(value), ""};
+    }
+    for (auto& [existing, existing_values] : *target_) {
+      if (existing == name) {
+        existing_values = std::move(values);
+        return;
+      }
+    }
+    target_->emplace_back(name, std::move(values));
+  }
+  YAML::Node to_yaml_node() const override {
+    YAML::Node node(YAML::NodeType::Map);
+    for (const auto& [name, values] : *target_) {
+      YAML::Node list(YAML::NodeType::Sequence);
+      for (const std::string& value : values) list.push_back(value);
+      list.SetStyle(YAML::EmitterStyle::Flow);
+      node[name] = list;
+    }
+    node.SetStyle(YAML::EmitterStyle::Flow);
+    return node;
+  }
+  std::string display() const override {
+    std::string out = "{";
+    for (std::size_t i = 0; i < target_->size(); ++i) {
+      out += (i ? ", " : "") + (*target_)[i].first + ": [" + join((*target_)[i].second, ", ") + "]";
+    }
+    return out + "}";
+  }
+  std::string accepted() const override { return "a mapping of names to a value or a list"; }
+
+ private:
+  NamedValues* target_;
+};
+
 bool starts_with_section(const std::string& key, const std::string& section) {
   return key.size() > section.size() && key.compare(0, section.size(), section) == 0 &&
          key[section.size()] == '.';
@@ -299,6 +361,9 @@ FieldOptions SpecSchema::add(const std::string& key, std::vector<std::string>* t
                              const std::string& help) {
   return add_field(std::make_unique<StringListField>(key, target, help));
 }
+FieldOptions SpecSchema::add(const std::string& key, NamedValues* target, const std::string& help) {
+  return add_field(std::make_unique<NamedValuesField>(key, target, help));
+}
 
 std::vector<std::string> SpecSchema::keys() const {
   std::vector<std::string> keys;
@@ -329,6 +394,7 @@ void SpecSchema::fill(const SpecDocument& document) {
     }
   }
 
+  std::set<std::string> mapping_reset;  // mapping fields cleared before their first member
   for (const SpecEntry& entry : doc.entries) {
     auto field = std::find_if(fields_.begin(), fields_.end(),
                               [&](const auto& f) { return f->key() == entry.key; });
@@ -345,6 +411,18 @@ void SpecSchema::fill(const SpecDocument& document) {
     auto parent = std::find_if(fields_.begin(), fields_.end(), [&](const auto& f) {
       return starts_with_section(entry.key, f->key());
     });
+    if (parent != fields_.end() && (*parent)->is_mapping()) {
+      const std::string name = entry.key.substr((*parent)->key().size() + 1);
+      try {
+        if (name.find('.') != std::string::npos) throw BadValue{"a nested mapping", ""};
+        if (mapping_reset.insert((*parent)->key()).second) (*parent)->clear_members();
+        (*parent)->assign_member(name, entry.value);
+        (*parent)->source = entry.source;
+      } catch (const BadValue& bad) {
+        push(entry.source, entry.key + " must be a value or a list of values, got " + bad.got);
+      }
+      continue;
+    }
     if (parent != fields_.end()) {
       push(entry.source,
            (*parent)->key() + " must be " + (*parent)->accepted() + ", got a mapping");

@@ -44,7 +44,18 @@ H5File::H5File(const std::string& path, const parallel::Comm& comm) : path_(path
   register_lzf_filter();
   H5Id access(CELLFM_H5_CHECK(H5Pcreate(H5P_FILE_ACCESS)), H5Pclose);
   CELLFM_H5_CHECK(H5Pset_fapl_mpio(access.get(), parallel::native(comm), MPI_INFO_NULL));
-  id_ = CELLFM_H5_CHECK(H5Fopen(path.c_str(), H5F_ACC_RDONLY, access.get()));
+  // A file with the signature that HDF5 still cannot open (typically a truncated copy) is bad
+  // input, named by the file. Should only some ranks fail, the others' handles are left open:
+  // closing is collective and would hang.
+  parallel::run_agreed(comm, [&] {
+    id_ = H5Fopen(path.c_str(), H5F_ACC_RDONLY, access.get());
+    if (id_ < 0) {
+      const std::string cause = h5_error_text();
+      H5Eclear2(H5E_DEFAULT);
+      throw core::InputError(path + ": damaged or truncated HDF5 file (" + cause +
+                             "); copy or download it again");
+    }
+  });
 }
 
 H5File::~H5File() {

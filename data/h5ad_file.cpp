@@ -2,7 +2,9 @@
 #include "data/h5ad_file.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
+#include <functional>
 #include <optional>
 
 #include "core/error.h"
@@ -57,6 +59,9 @@ struct H5adFile::State {
   }
   void validate_values(const float* values, std::size_t count, std::int64_t first_row,
                        const std::int64_t* row_offsets, const std::string& element) const;
+  // Runs `read` (HDF5 reads of `what`, e.g. "rows 3 to 9 of X"); a failed read (a corrupt gzip
+  // chunk, an I/O error) is bad input naming the file, not a failed library call.
+  void read_or_fail(const std::function<void()>& read, const std::string& what) const;
 };
 
 namespace {
@@ -88,6 +93,26 @@ std::int64_t chunk_of(hid_t dataset) {
   return static_cast<std::int64_t>(dims[0]);
 }
 
+// Shortest round-trip text of a stored value: "-3", "-2.5e-08", "nan" (std::to_string would
+// print a tiny negative as "-0.000000").
+std::string value_text(float value) {
+  char text[32];
+  const auto result = std::to_chars(text, text + sizeof text, value);
+  return std::string(text, result.ptr);
+}
+
+// A size in a message: bytes below 1 MB, whole MB above.
+std::string size_text(std::int64_t bytes) {
+  return bytes < (std::int64_t{1} << 20) ? with_thousands(bytes) + " bytes"
+                                         : with_thousands(bytes >> 20) + " MB";
+}
+
+// Rows [begin, end) in a message: "row 7", "rows 97 to 193".
+std::string rows_text(std::int64_t begin, std::int64_t end) {
+  return end - begin == 1 ? "row " + with_thousands(begin)
+                          : "rows " + with_thousands(begin) + " to " + with_thousands(end - 1);
+}
+
 std::string numpy_type_of(hid_t dataset) {
   H5Id type(CELLFM_H5_CHECK(H5Dget_type(dataset)), H5Tclose);
   return h5_numpy_type_name(type.get());
@@ -109,7 +134,22 @@ void H5adFile::State::validate_values(const float* values, std::size_t count,
       row = first_row + r;
     }
     fail(element + " has " + (std::isfinite(value) ? "a negative count" : "a non-finite value") +
-         " at row " + with_thousands(row) + " (" + std::to_string(value) + ")");
+         " at row " + with_thousands(row) + " (" + value_text(value) + ")");
+  }
+}
+
+void H5adFile::State::read_or_fail(const std::function<void()>& read,
+                                   const std::string& what) const {
+  try {
+    read();
+  } catch (const core::SystemError& error) {
+    // Keep HDF5's cause: the text after "on rank <r>: " (core::describe_failed_call).
+    std::string cause = error.what();
+    const std::size_t rank = cause.find(" on rank ");
+    const std::size_t colon = rank == std::string::npos ? rank : cause.find(": ", rank);
+    if (colon != std::string::npos) cause = cause.substr(colon + 2);
+    fail("cannot read " + what + " (" + cause +
+         "); the file is damaged: copy or download it again");
   }
 }
 
@@ -187,7 +227,9 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
              " entries, expected " + with_thousands(major + 1));
     }
     s.indptr.resize(static_cast<std::size_t>(major + 1));
-    h5_read_range(indptr.get(), H5T_NATIVE_INT64, 0, major + 1, s.indptr.data());
+    s.read_or_fail(
+        [&] { h5_read_range(indptr.get(), H5T_NATIVE_INT64, 0, major + 1, s.indptr.data()); },
+        m.path + "/indptr");
     if (s.indptr.front() != 0) s.fail(m.path + "/indptr does not start at 0");
     for (std::int64_t r = 0; r < major; ++r) {
       if (s.indptr[r + 1] < s.indptr[r]) {
@@ -206,16 +248,20 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
   if (m.format == MatrixFormat::csc) {
     const std::int64_t bytes = m.stored * 12 + (m.cols + m.rows + 2) * 8;
     if (bytes > options.csc_budget_bytes) {
-      s.fail(m.path + " is stored by column (CSC, " + with_thousands(bytes >> 20) +
-             " MB to convert, over the " + with_thousands(options.csc_budget_bytes >> 20) +
-             " MB budget); write a CSR copy once with `cellfm prep convert` (anndata: "
+      s.fail(m.path + " is stored by column (CSC, " + size_text(bytes) +
+             " to convert, over the budget of " + size_text(options.csc_budget_bytes) +
+             "); write a CSR copy once with `cellfm prep convert` (anndata: "
              "adata.X = adata.X.tocsr())");
     }
     // Transpose in memory with a counting sort over rows.
     std::vector<std::int64_t> rows64(static_cast<std::size_t>(m.stored));
     std::vector<float> values(static_cast<std::size_t>(m.stored));
-    h5_read_range(s.indices.get(), H5T_NATIVE_INT64, 0, m.stored, rows64.data());
-    h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, 0, m.stored, values.data());
+    s.read_or_fail(
+        [&] {
+          h5_read_range(s.indices.get(), H5T_NATIVE_INT64, 0, m.stored, rows64.data());
+          h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, 0, m.stored, values.data());
+        },
+        m.path);
     CsrBatch csr;
     csr.offsets.assign(static_cast<std::size_t>(m.rows + 1), 0);
     for (std::int64_t k = 0; k < m.stored; ++k) {
@@ -294,6 +340,48 @@ ObsColumn H5adFile::obs_column(const std::string& name, std::int64_t begin,
   return state_->obs->column(name, begin, end);
 }
 
+std::optional<std::vector<std::int64_t>> H5adFile::stored_per_row(std::int64_t begin,
+                                                                  std::int64_t end) const {
+  const State& s = *state_;
+  CELLFM_CHECK(0 <= begin && begin <= end && end <= s.matrix.rows, "row range out of bounds");
+  std::vector<std::int64_t> counts(static_cast<std::size_t>(end - begin));
+  if (s.converted) {
+    for (std::int64_t r = begin; r < end; ++r) {
+      counts[r - begin] = s.converted->offsets[r + 1] - s.converted->offsets[r];
+    }
+    return counts;
+  }
+  if (s.matrix.format != MatrixFormat::csr) return std::nullopt;
+  for (std::int64_t r = begin; r < end; ++r) counts[r - begin] = s.indptr[r + 1] - s.indptr[r];
+  return counts;
+}
+
+std::vector<double> H5adFile::obsm_rows(const std::string& key, std::int64_t begin,
+                                        std::int64_t end, std::int64_t& columns) const {
+  const State& s = *state_;
+  const hid_t id = s.file.native_id();
+  const std::string path = "obsm/" + key;
+  if (!h5_exists(id, path) || h5_kind(id, path) != H5Kind::dataset) {
+    s.fail("has no obsm/" + key + " array");
+  }
+  const std::vector<std::int64_t> dims = h5_dataset_dims(id, path);
+  if (dims.size() != 2 || dims[0] != s.n_obs) {
+    s.fail(path + " is not a [cells, columns] array");
+  }
+  columns = dims[1];
+  std::vector<double> values(static_cast<std::size_t>((end - begin) * columns));
+  if (end <= begin) return values;
+  H5Id dataset = h5_open_dataset(id, path, s.file.path());
+  H5Id space(CELLFM_H5_CHECK(H5Dget_space(dataset.get())), H5Sclose);
+  const hsize_t start[2] = {static_cast<hsize_t>(begin), 0};
+  const hsize_t count[2] = {static_cast<hsize_t>(end - begin), static_cast<hsize_t>(columns)};
+  CELLFM_H5_CHECK(H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
+  H5Id memory(CELLFM_H5_CHECK(H5Screate_simple(2, count, nullptr)), H5Sclose);
+  CELLFM_H5_CHECK(H5Dread(dataset.get(), H5T_NATIVE_DOUBLE, memory.get(), space.get(), H5P_DEFAULT,
+                          values.data()));
+  return values;
+}
+
 CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   const State& s = *state_;
   const MatrixInfo& m = s.matrix;
@@ -312,8 +400,12 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
       CELLFM_H5_CHECK(
           H5Sselect_hyperslab(space.get(), H5S_SELECT_SET, start, nullptr, count, nullptr));
       H5Id memory(CELLFM_H5_CHECK(H5Screate_simple(2, count, nullptr)), H5Sclose);
-      CELLFM_H5_CHECK(H5Dread(s.data.get(), H5T_NATIVE_FLOAT, memory.get(), space.get(),
-                              H5P_DEFAULT, dense.data()));
+      s.read_or_fail(
+          [&] {
+            CELLFM_H5_CHECK(H5Dread(s.data.get(), H5T_NATIVE_FLOAT, memory.get(), space.get(),
+                                    H5P_DEFAULT, dense.data()));
+          },
+          rows_text(begin, end) + " of " + m.path);
     }
     batch.offsets.reserve(static_cast<std::size_t>(cells + 1));
     for (std::int64_t r = 0; r < cells; ++r) {
@@ -348,9 +440,13 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   batch.offsets.assign(s.indptr.begin() + begin, s.indptr.begin() + end + 1);
   for (auto& offset : batch.offsets) offset -= lo;
   std::vector<std::int64_t> indices(static_cast<std::size_t>(hi - lo));
-  h5_read_range(s.indices.get(), H5T_NATIVE_INT64, lo, hi, indices.data());
   batch.values.resize(static_cast<std::size_t>(hi - lo));
-  h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
+  s.read_or_fail(
+      [&] {
+        h5_read_range(s.indices.get(), H5T_NATIVE_INT64, lo, hi, indices.data());
+        h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
+      },
+      rows_text(begin, end) + " of " + m.path);
   batch.genes.resize(indices.size());
   for (std::size_t k = 0; k < indices.size(); ++k) {
     if (indices[k] < 0 || indices[k] >= m.cols) {

@@ -33,7 +33,7 @@ struct MatrixInfo {
   std::string index_dtype;   ///< sparse: indices' numpy name; dense: ""
   std::string indptr_dtype;  ///< sparse: indptr's numpy name; dense: ""
   std::string compression;   ///< "none", "gzip", or the HDF5 filter names
-  std::int64_t chunk = 0;  ///< elements per chunk of the values (first dimension); 0: contiguous
+  std::int64_t chunk = 0;    ///< elements per chunk of the values (first dimension); 0: contiguous
 };
 
 /// One obs column as anndata reads it. Exactly one of codes/strings/numbers is filled.
@@ -88,6 +88,16 @@ class H5adFile {
   /// non-negative) and throws InputError "file: X/indptr decreases at row 1,234" on violations.
   /// cell_ids are the file's row numbers. Independent (non-collective) I/O.
   CsrBatch read_rows(std::int64_t begin, std::int64_t end) const;
+
+  /// Entries stored for each row of [begin, end) (sparse matrices; from the cached indptr).
+  /// Dense matrices: nullopt (unknown without reading).
+  std::optional<std::vector<std::int64_t>> stored_per_row(std::int64_t begin,
+                                                          std::int64_t end) const;
+
+  /// Rows [begin, end) of obsm/<key> as float64 [rows, columns]; `columns` receives the width.
+  /// Throws InputError naming the file when obsm/<key> is absent or not a 2-D array.
+  std::vector<double> obsm_rows(const std::string& key, std::int64_t begin, std::int64_t end,
+                                std::int64_t& columns) const;
 
   struct State;
 

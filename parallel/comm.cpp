@@ -23,6 +23,15 @@ Comm Comm::world() {
   return Comm(std::move(handle));
 }
 
+Comm Comm::self() {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  CELLFM_CHECK(initialized, "Comm::self() needs a live MpiRuntime");
+  auto handle = std::make_shared<Handle>();
+  handle->comm = MPI_COMM_SELF;
+  return Comm(std::move(handle));
+}
+
 int Comm::rank() const {
   int rank = 0;
   CELLFM_MPI_CHECK(MPI_Comm_rank(handle_->comm, &rank));

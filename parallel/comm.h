@@ -15,6 +15,8 @@ class Comm {
 
   /// MPI_COMM_WORLD; requires a live MpiRuntime.
   static Comm world();
+  /// MPI_COMM_SELF: this process alone (files each rank opens and reads independently).
+  static Comm self();
 
   int rank() const;
   int size() const;

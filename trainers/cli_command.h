@@ -40,5 +40,6 @@ std::optional<boost::program_options::variables_map> parse_command_options(
 // The commands (one file each).
 int run_check_command(const std::vector<std::string>& args, CliContext& context);
 int run_inspect_command(const std::vector<std::string>& args, CliContext& context);
+int run_synth_command(const std::vector<std::string>& args, CliContext& context);
 
 }  // namespace cellfm::trainers

@@ -9,6 +9,7 @@ const std::vector<CliCommand>& cli_commands() {
        "validate a spec, its data files and the job layout on every rank (a dry run before "
        "queueing)",
        run_check_command},
+      {"synth", "write a synthetic CELLxGENE-like h5ad corpus", run_synth_command},
       {"inspect", "show what an h5ad file or a spec's corpus holds (--json for scripts)",
        run_inspect_command},
   };

@@ -1,0 +1,421 @@
+// Corpus: the metadata scan (filters, empty cells, split, genes, labels), the kept-cell masks,
+// and reading ordinal ranges through a small LRU of open files.
+#include "data/corpus.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <list>
+#include <map>
+#include <set>
+#include <unordered_map>
+
+#include "core/error.h"
+#include "data/file_patterns.h"
+#include "parallel/agreement.h"
+
+namespace cellfm::data {
+namespace {
+
+std::uint64_t mix64(std::uint64_t x) {  // splitmix64 finaliser
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::uint64_t hash_text(const std::string& text) {
+  std::uint64_t hash = 1469598103934665603ULL;
+  for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ULL;
+  return hash;
+}
+
+std::string lower(std::string text) {
+  for (char& c : text) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return text;
+}
+
+// One obs value as text, the form filters and label names compare: categories and strings as
+// stored, booleans as true/false, integral numbers without a decimal point.
+std::string cell_text(const ObsColumn& column, std::size_t i) {
+  if (!column.missing.empty() && column.missing[i]) return "";
+  switch (column.kind) {
+    case ObsColumn::Kind::categorical:
+      return column.codes[i] < 0 ? ""
+                                 : column.categories[static_cast<std::size_t>(column.codes[i])];
+    case ObsColumn::Kind::string: return column.strings[i];
+    case ObsColumn::Kind::boolean: return column.numbers[i] != 0 ? "true" : "false";
+    case ObsColumn::Kind::numeric: {
+      const double value = column.numbers[i];
+      if (std::isnan(value)) return "";
+      if (value == std::floor(value) && std::abs(value) < 1e15) {
+        return std::to_string(static_cast<std::int64_t>(value));
+      }
+      char text[32];
+      const auto result = std::to_chars(text, text + sizeof text, value);
+      return std::string(text, result.ptr);
+    }
+  }
+  return "";
+}
+
+// Accepted values of a filter, normalised like cell_text (booleans lower case).
+bool accepts(const std::vector<std::string>& values, const std::string& text) {
+  for (const std::string& value : values) {
+    if (value == text) return true;
+    const std::string low = lower(value);
+    if ((low == "true" || low == "false") && low == text) return true;
+  }
+  return false;
+}
+
+struct FileRecord {
+  CorpusFileInfo info;
+  std::vector<std::uint64_t> mask;         ///< bit r: row r kept; empty when every row is kept
+  std::shared_ptr<const GeneRemap> remap;  ///< shared between files with identical genes
+  std::vector<std::string> gene_ids;       ///< only during construction
+};
+
+}  // namespace
+
+CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, CorpusSplit split) {
+  CorpusOptions options;
+  options.files = data.files;
+  options.matrix = parse_matrix_source(data.matrix);
+  options.filters = data.filters;
+  options.seed = seed;
+  options.split = split;
+  options.validation_fraction = data.validation_fraction;
+  options.validation_files = data.validation_files;
+  options.validation_column = data.validation_column;
+  options.validation_values = data.validation_values;
+  options.label_column = data.label_column;
+  options.group_column = data.group_column;
+  options.spatial_obsm = data.spatial_obsm;
+  options.spatial_columns = data.spatial_columns;
+  options.vocabulary_file = data.vocabulary;
+  options.gene_column = data.gene_column;
+  options.gene_map_file = data.gene_map;
+  return options;
+}
+
+struct Corpus::State {
+  CorpusOptions options;
+  parallel::Comm self = parallel::Comm::self();
+  std::vector<FileRecord> records;
+  std::vector<CorpusFileInfo> infos;
+  GeneVocabulary vocabulary;
+  std::vector<std::string> labels;
+  std::vector<std::string> groups;
+  std::unordered_map<std::string, std::int32_t> label_ids;
+  std::unordered_map<std::string, std::int32_t> group_ids;
+  std::int64_t cells = 0;
+  // Open files, most recently used first.
+  mutable std::list<std::pair<std::size_t, std::unique_ptr<H5adFile>>> open_files;
+
+  H5adOptions reader_options() const {
+    H5adOptions reader;
+    reader.matrix = options.matrix;
+    return reader;
+  }
+  const H5adFile& file(std::size_t index) const;
+  std::int64_t row_of(const FileRecord& record, std::int64_t kept_index) const;
+  void scan(std::size_t index, const std::set<std::string>& held_out_files,
+            std::set<std::string>& label_names, std::set<std::string>& group_names);
+};
+
+const H5adFile& Corpus::State::file(std::size_t index) const {
+  for (auto it = open_files.begin(); it != open_files.end(); ++it) {
+    if (it->first == index) {
+      open_files.splice(open_files.begin(), open_files, it);
+      return *open_files.front().second;
+    }
+  }
+  if (static_cast<int>(open_files.size()) >= std::max(1, options.max_open_files)) {
+    open_files.pop_back();
+  }
+  open_files.emplace_front(
+      index, std::make_unique<H5adFile>(records[index].info.path, self, reader_options()));
+  return *open_files.front().second;
+}
+
+// The file row holding the file's kept cell number `kept_index` (select on the mask).
+std::int64_t Corpus::State::row_of(const FileRecord& record, std::int64_t kept_index) const {
+  if (record.mask.empty()) return kept_index;
+  std::int64_t remaining = kept_index;
+  for (std::size_t word = 0; word < record.mask.size(); ++word) {
+    const int ones = __builtin_popcountll(record.mask[word]);
+    if (remaining < ones) {
+      std::uint64_t bits = record.mask[word];
+      for (std::int64_t k = 0; k < remaining; ++k) bits &= bits - 1;  // drop lowest set bits
+      return static_cast<std::int64_t>(word) * 64 + __builtin_ctzll(bits);
+    }
+    remaining -= ones;
+  }
+  CELLFM_CHECK(false, "kept cell beyond the file's mask");
+  return -1;
+}
+
+void Corpus::State::scan(std::size_t index, const std::set<std::string>& held_out_files,
+                         std::set<std::string>& label_names, std::set<std::string>& group_names) {
+  FileRecord& record = records[index];
+  CorpusFileInfo& info = record.info;
+  const H5adFile reader(info.path, self, reader_options());
+  info.rows = reader.n_obs();
+  const auto rows = static_cast<std::size_t>(info.rows);
+  std::vector<bool> keep(rows, true);
+
+  for (const auto& [column_name, values] : options.filters) {
+    const ObsColumn column = reader.obs_column(column_name, 0, info.rows);
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (keep[r] && !accepts(values, cell_text(column, r))) {
+        keep[r] = false;
+        ++info.filtered;
+      }
+    }
+  }
+  if (const auto stored = reader.stored_per_row(0, info.rows)) {
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (keep[r] && (*stored)[r] == 0) {
+        keep[r] = false;
+        ++info.empty;
+      }
+    }
+  }
+  // The split: whole files, whole values of a column, or a keyed random fraction of cells.
+  const bool file_held_out = held_out_files.count(info.path) > 0;
+  std::optional<ObsColumn> split_column;
+  if (!options.validation_column.empty()) {
+    split_column = reader.obs_column(options.validation_column, 0, info.rows);
+  }
+  const std::uint64_t file_key = mix64(options.seed ^ hash_text(info.path));
+  const auto threshold = static_cast<std::uint64_t>(options.validation_fraction * 0x1p64);
+  for (std::size_t r = 0; r < rows; ++r) {
+    if (!keep[r]) continue;
+    bool validation = file_held_out;
+    if (split_column && accepts(options.validation_values, cell_text(*split_column, r))) {
+      validation = true;
+    }
+    if (options.validation_fraction > 0 && mix64(file_key + r) < threshold) validation = true;
+    if (validation != (options.split == CorpusSplit::validation)) {
+      keep[r] = false;
+      ++info.held_out;
+    }
+  }
+  info.kept = std::count(keep.begin(), keep.end(), true);
+  if (info.kept != info.rows) {
+    record.mask.assign((rows + 63) / 64, 0);
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (keep[r]) record.mask[r / 64] |= std::uint64_t{1} << (r % 64);
+    }
+  }
+
+  const auto gene_names = reader.var_names(options.gene_column);
+  info.genes = static_cast<std::int64_t>(gene_names.size());
+  std::unordered_map<std::string, std::string> symbols;
+  if (!options.gene_map_file.empty()) symbols = load_gene_map(options.gene_map_file);
+  record.gene_ids =
+      normalise_gene_ids(gene_names, options.gene_map_file.empty() ? nullptr : &symbols);
+
+  auto collect = [&](const std::string& column_name, std::set<std::string>& names) {
+    if (column_name.empty()) return;
+    const ObsColumn column = reader.obs_column(column_name, 0, info.rows);
+    for (std::size_t r = 0; r < rows; ++r) {
+      const std::string text = cell_text(column, r);
+      if (!text.empty()) names.insert(text);
+    }
+  };
+  collect(options.label_column, label_names);
+  collect(options.group_column, group_names);
+  if (!options.spatial_obsm.empty()) {
+    std::int64_t columns = 0;
+    reader.obsm_rows(options.spatial_obsm, 0, 0, columns);
+    if (columns < 2) {
+      throw core::InputError(info.path + ": obsm/" + options.spatial_obsm +
+                             " has fewer than 2 columns");
+    }
+  }
+  for (const std::string& column : options.spatial_columns) {
+    reader.obs_column(column, 0, std::min<std::int64_t>(1, info.rows));  // must exist
+  }
+}
+
+Corpus::Corpus(const CorpusOptions& options, const parallel::Comm& comm)
+    : state_(std::make_unique<State>()) {
+  State& s = *state_;
+  s.options = options;
+  parallel::run_agreed(comm, [&] {
+    if (!options.spatial_columns.empty() && options.spatial_columns.size() != 2) {
+      throw core::UsageError("data.spatial_columns must name two obs columns (x, y), got " +
+                             std::to_string(options.spatial_columns.size()));
+    }
+    if (!options.validation_values.empty() && options.validation_column.empty()) {
+      throw core::UsageError("data.validation.values needs data.validation.column");
+    }
+    const std::vector<std::string> paths = expand_file_patterns(options.files);
+    std::set<std::string> held_out;
+    if (!options.validation_files.empty()) {
+      for (const std::string& path : expand_file_patterns(options.validation_files)) {
+        held_out.insert(path);
+      }
+    }
+    std::set<std::string> label_names;
+    std::set<std::string> group_names;
+    s.records.resize(paths.size());
+    for (std::size_t i = 0; i < paths.size(); ++i) {
+      s.records[i].info.path = paths[i];
+      s.scan(i, held_out, label_names, group_names);
+    }
+    if (options.vocabulary_file.empty()) {
+      std::vector<std::string> all;
+      for (const FileRecord& record : s.records) {
+        all.insert(all.end(), record.gene_ids.begin(), record.gene_ids.end());
+      }
+      s.vocabulary = GeneVocabulary::from_genes(all);
+    } else {
+      s.vocabulary = GeneVocabulary::from_file(options.vocabulary_file);
+    }
+    // Files with identical gene lists share one remap table.
+    std::map<std::vector<std::string>, std::shared_ptr<const GeneRemap>> remaps;
+    std::int64_t next = 0;
+    for (FileRecord& record : s.records) {
+      auto& shared = remaps[record.gene_ids];
+      if (!shared) {
+        shared = std::make_shared<const GeneRemap>(build_gene_remap(record.gene_ids, s.vocabulary));
+      }
+      record.remap = shared;
+      record.gene_ids.clear();
+      record.gene_ids.shrink_to_fit();
+      record.info.unmapped_genes = shared->unmapped;
+      record.info.merged_genes = shared->merged;
+      record.info.first = next;
+      next += record.info.kept;
+      s.infos.push_back(record.info);
+    }
+    s.cells = next;
+    s.labels.assign(label_names.begin(), label_names.end());
+    s.groups.assign(group_names.begin(), group_names.end());
+    for (std::size_t i = 0; i < s.labels.size(); ++i) {
+      s.label_ids.emplace(s.labels[i], static_cast<std::int32_t>(i));
+    }
+    for (std::size_t i = 0; i < s.groups.size(); ++i) {
+      s.group_ids.emplace(s.groups[i], static_cast<std::int32_t>(i));
+    }
+  });
+}
+
+Corpus::~Corpus() = default;
+
+std::int64_t Corpus::cells() const {
+  return state_->cells;
+}
+const std::vector<CorpusFileInfo>& Corpus::files() const {
+  return state_->infos;
+}
+const GeneVocabulary& Corpus::vocabulary() const {
+  return state_->vocabulary;
+}
+const std::vector<std::string>& Corpus::labels() const {
+  return state_->labels;
+}
+const std::vector<std::string>& Corpus::groups() const {
+  return state_->groups;
+}
+
+std::int64_t Corpus::index_bytes() const {
+  std::int64_t bytes = 0;
+  for (const FileRecord& record : state_->records) {
+    bytes += static_cast<std::int64_t>(sizeof(FileRecord) + record.info.path.size() +
+                                       record.mask.size() * sizeof(std::uint64_t));
+  }
+  return bytes;
+}
+
+CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {
+  const State& s = *state_;
+  CELLFM_CHECK(0 <= begin && begin <= end && end <= s.cells, "corpus read out of range");
+  CorpusBatch out;
+  const bool with_spatial = !s.options.spatial_obsm.empty() || !s.options.spatial_columns.empty();
+  std::int64_t ordinal = begin;
+  while (ordinal < end) {
+    // The file holding `ordinal`: the last with first <= ordinal and kept > 0.
+    std::size_t index = 0;
+    for (std::size_t lo = 0, hi = s.records.size(); lo < hi;) {
+      const std::size_t mid = (lo + hi) / 2;
+      if (s.records[mid].info.first <= ordinal) {
+        index = mid;
+        lo = mid + 1;
+      } else {
+        hi = mid;
+      }
+    }
+    while (s.records[index].info.first + s.records[index].info.kept <= ordinal) ++index;
+    const FileRecord& record = s.records[index];
+    const std::int64_t local_begin = ordinal - record.info.first;
+    const std::int64_t local_end =
+        std::min(end, record.info.first + record.info.kept) - record.info.first;
+    const std::int64_t row_begin = s.row_of(record, local_begin);
+    const std::int64_t row_end = s.row_of(record, local_end - 1) + 1;
+    const H5adFile& file = s.file(index);
+
+    CsrBatch rows = file.read_rows(row_begin, row_end);
+    std::vector<std::size_t> kept_rows;  // positions within [row_begin, row_end)
+    for (std::int64_t r = row_begin; r < row_end; ++r) {
+      if (record.mask.empty() || (record.mask[r / 64] >> (r % 64) & 1)) {
+        kept_rows.push_back(static_cast<std::size_t>(r - row_begin));
+      }
+    }
+    // Append the kept rows, remapped.
+    CsrBatch kept;
+    for (std::size_t k = 0; k < kept_rows.size(); ++k) {
+      const std::size_t r = kept_rows[k];
+      kept.genes.insert(kept.genes.end(), rows.genes.begin() + rows.offsets[r],
+                        rows.genes.begin() + rows.offsets[r + 1]);
+      kept.values.insert(kept.values.end(), rows.values.begin() + rows.offsets[r],
+                         rows.values.begin() + rows.offsets[r + 1]);
+      kept.offsets.push_back(static_cast<std::int64_t>(kept.genes.size()));
+      kept.cell_ids.push_back(ordinal + static_cast<std::int64_t>(k));
+    }
+    remap_genes(kept, *record.remap);
+    const std::int64_t base = out.cells.nnz();
+    for (std::size_t k = 1; k < kept.offsets.size(); ++k)
+      out.cells.offsets.push_back(base + kept.offsets[k]);
+    out.cells.genes.insert(out.cells.genes.end(), kept.genes.begin(), kept.genes.end());
+    out.cells.values.insert(out.cells.values.end(), kept.values.begin(), kept.values.end());
+    out.cells.cell_ids.insert(out.cells.cell_ids.end(), kept.cell_ids.begin(), kept.cell_ids.end());
+
+    auto ids_of = [&](const std::string& column_name,
+                      const std::unordered_map<std::string, std::int32_t>& ids,
+                      std::vector<std::int32_t>& into) {
+      const ObsColumn column = file.obs_column(column_name, row_begin, row_end);
+      for (std::size_t r : kept_rows) {
+        const auto found = ids.find(cell_text(column, r));
+        into.push_back(found == ids.end() ? -1 : found->second);
+      }
+    };
+    if (!s.options.label_column.empty()) ids_of(s.options.label_column, s.label_ids, out.labels);
+    if (!s.options.group_column.empty()) ids_of(s.options.group_column, s.group_ids, out.groups);
+    if (with_spatial) {
+      std::vector<double> xy;
+      std::int64_t width = 2;
+      if (!s.options.spatial_obsm.empty()) {
+        xy = file.obsm_rows(s.options.spatial_obsm, row_begin, row_end, width);
+      } else {
+        const ObsColumn x = file.obs_column(s.options.spatial_columns[0], row_begin, row_end);
+        const ObsColumn y = file.obs_column(s.options.spatial_columns[1], row_begin, row_end);
+        for (std::int64_t r = 0; r < row_end - row_begin; ++r) {
+          xy.push_back(x.numbers.empty() ? NAN : x.numbers[r]);
+          xy.push_back(y.numbers.empty() ? NAN : y.numbers[r]);
+        }
+      }
+      for (std::size_t r : kept_rows) {
+        out.spatial.push_back(static_cast<float>(xy[r * width]));
+        out.spatial.push_back(static_cast<float>(xy[r * width + 1]));
+      }
+    }
+    ordinal += local_end - local_begin;
+  }
+  return out;
+}
+
+}  // namespace cellfm::data

@@ -1,0 +1,96 @@
+// A corpus of many .h5ad files as one sequence of kept cells (ordinals 0..cells()-1): the files
+// of `data.files` in order, each file's rows that pass the obs filters, are not empty, and belong
+// to the requested split. Memory grows with the number of files (plus one bit per cell of a file
+// from which some cells are dropped), never with per-cell arrays over the corpus.
+// Not thread-safe: one I/O thread calls read() (Debian's HDF5 is not thread-safe).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/experiment_options.h"
+#include "data/csr_batch.h"
+#include "data/gene_vocabulary.h"
+#include "data/h5ad_file.h"
+#include "parallel/comm.h"
+
+namespace cellfm::data {
+
+enum class CorpusSplit { train, validation };
+
+struct CorpusOptions {
+  std::vector<std::string> files;  ///< paths and globs
+  MatrixSource matrix = MatrixSource::automatic;
+  core::NamedValues filters;  ///< obs column -> accepted values
+  std::uint64_t seed = 0;     ///< keys the random validation fraction
+  CorpusSplit split = CorpusSplit::train;
+  double validation_fraction = 0;
+  std::vector<std::string> validation_files;
+  std::string validation_column;
+  std::vector<std::string> validation_values;
+  std::string label_column;
+  std::string group_column;
+  std::string spatial_obsm;
+  std::vector<std::string> spatial_columns;  ///< empty or {x, y}
+  std::string vocabulary_file;               ///< empty: the sorted union of the files' genes
+  std::string gene_column;                   ///< empty: the var index
+  std::string gene_map_file;
+  int max_open_files = 8;  ///< files kept open for reading (least recently used closed)
+};
+
+/// The corpus options of a spec's data section for one split.
+CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, CorpusSplit split);
+
+/// What the corpus holds of one file (reported per file at start).
+struct CorpusFileInfo {
+  std::string path;
+  std::int64_t rows = 0;      ///< cells in the file
+  std::int64_t kept = 0;      ///< cells of this split passing every filter
+  std::int64_t first = 0;     ///< corpus ordinal of the file's first kept cell
+  std::int64_t filtered = 0;  ///< cells removed by data.filters
+  std::int64_t empty = 0;     ///< cells without counts (skipped)
+  std::int64_t held_out = 0;  ///< cells belonging to the other split
+  std::int64_t genes = 0;
+  std::int64_t unmapped_genes = 0;  ///< genes not in the vocabulary (dropped)
+  std::int64_t merged_genes = 0;    ///< genes sharing a vocabulary id with another (summed)
+};
+
+/// Cells [begin, end) of the corpus with their metadata.
+struct CorpusBatch {
+  CsrBatch cells;                    ///< genes are vocabulary ids; cell_ids are corpus ordinals
+  std::vector<std::int32_t> labels;  ///< [cells] label ids (-1: missing); empty without labels
+  std::vector<std::int32_t> groups;  ///< [cells] group ids; empty without a group column
+  std::vector<float> spatial;        ///< [cells, 2] coordinates; empty without spatial data
+};
+
+class Corpus {
+ public:
+  /// Scans every file's metadata (each rank itself, files opened with MPI_COMM_SELF); the ranks
+  /// of `comm` agree on failures, which name the file and the cause (exit code 2).
+  Corpus(const CorpusOptions& options, const parallel::Comm& comm);
+  ~Corpus();
+  Corpus(const Corpus&) = delete;
+  Corpus& operator=(const Corpus&) = delete;
+
+  std::int64_t cells() const;
+  const std::vector<CorpusFileInfo>& files() const;
+  const GeneVocabulary& vocabulary() const;
+  const std::vector<std::string>& labels() const;  ///< label id -> name (sorted)
+  const std::vector<std::string>& groups() const;  ///< group id -> name (sorted)
+
+  /// Kept cells [begin, end): one hyperslab read per file touched, filtered rows dropped, genes
+  /// remapped, metadata attached.
+  CorpusBatch read(std::int64_t begin, std::int64_t end) const;
+
+  /// Bytes held by the cell index (per-file records and kept-cell masks).
+  std::int64_t index_bytes() const;
+
+  struct State;
+
+ private:
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace cellfm::data
