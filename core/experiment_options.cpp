@@ -17,7 +17,8 @@ bool DataOptions::operator==(const DataOptions& o) const {
          vocabulary == o.vocabulary && gene_column == o.gene_column && gene_map == o.gene_map &&
          validation_fraction == o.validation_fraction && validation_files == o.validation_files &&
          validation_column == o.validation_column && validation_values == o.validation_values &&
-         block_cells == o.block_cells && shuffle_blocks == o.shuffle_blocks;
+         block_cells == o.block_cells && shuffle_blocks == o.shuffle_blocks &&
+         decode_threads == o.decode_threads && gene_stats == o.gene_stats;
 }
 bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
@@ -83,6 +84,14 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema.add("data.shuffle_blocks", &o.data.shuffle_blocks, "blocks per shuffle buffer")
       .at_least(1)
       .at_most(1 << 16);
+  schema
+      .add("data.decode_threads", &o.data.decode_threads,
+           "threads inflating compressed chunks per rank; 0: HDF5's own (locked) reads")
+      .at_least(0)
+      .at_most(64);
+
+  schema.add("data.gene_stats", &o.data.gene_stats,
+             "per-gene statistics (TSV) written by `cellfm prep stats`; empty: none");
 
   schema.add("model.family", &o.model.family, "the model family")
       .choices({"exceiver", "cellplm", "sccello"});

@@ -38,6 +38,8 @@ struct DataOptions {
   std::vector<std::string> validation_values;  ///< ... these values of validation_column
   std::int64_t block_cells = 32;     ///< contiguous cells read as one block by the sampler
   std::int64_t shuffle_blocks = 16;  ///< blocks shuffled together per rank (the shuffle buffer)
+  std::int64_t decode_threads = 2;   ///< threads inflating compressed chunks (0: HDF5 reads them)
+  std::string gene_stats;  ///< per-gene statistics file written by `cellfm prep stats` ("" none)
   bool operator==(const DataOptions&) const;
 };
 

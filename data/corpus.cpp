@@ -11,6 +11,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "data/chunked_reader.h"
 #include "data/file_patterns.h"
 #include "parallel/agreement.h"
 
@@ -96,12 +97,14 @@ CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, 
   options.vocabulary_file = data.vocabulary;
   options.gene_column = data.gene_column;
   options.gene_map_file = data.gene_map;
+  options.decode_threads = static_cast<int>(data.decode_threads);
   return options;
 }
 
 struct Corpus::State {
   CorpusOptions options;
   parallel::Comm self = parallel::Comm::self();
+  std::shared_ptr<DecodePool> pool;  ///< shared by every file's chunk decoders
   std::vector<FileRecord> records;
   std::vector<CorpusFileInfo> infos;
   GeneVocabulary vocabulary;
@@ -116,6 +119,7 @@ struct Corpus::State {
   H5adOptions reader_options() const {
     H5adOptions reader;
     reader.matrix = options.matrix;
+    reader.decode_pool = pool;
     return reader;
   }
   const H5adFile& file(std::size_t index) const;
@@ -244,6 +248,7 @@ Corpus::Corpus(const CorpusOptions& options, const parallel::Comm& comm)
     : state_(std::make_unique<State>()) {
   State& s = *state_;
   s.options = options;
+  if (options.decode_threads > 0) s.pool = std::make_shared<DecodePool>(options.decode_threads);
   parallel::run_agreed(comm, [&] {
     if (!options.spatial_columns.empty() && options.spatial_columns.size() != 2) {
       throw core::UsageError("data.spatial_columns must name two obs columns (x, y), got " +

@@ -38,6 +38,7 @@ struct CorpusOptions {
   std::string gene_column;                   ///< empty: the var index
   std::string gene_map_file;
   int max_open_files = 8;  ///< files kept open for reading (least recently used closed)
+  int decode_threads = 2;  ///< threads decoding compressed chunks (0: HDF5's own reads)
 };
 
 /// The corpus options of a spec's data section for one split.

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "data/chunked_reader.h"
 #include "data/h5_file.h"
 #include "data/h5_read.h"
 #include "data/h5ad_dataframe.h"
@@ -53,6 +54,9 @@ struct H5adFile::State {
   H5Id indices;
   // CSC converted to CSR in memory (the whole matrix).
   std::optional<CsrBatch> converted;
+  // Chunk decoders for data/indices (both or neither), when options.decode_pool is set.
+  std::unique_ptr<ChunkedReader> data_chunks;
+  std::unique_ptr<ChunkedReader> indices_chunks;
 
   [[noreturn]] void fail(const std::string& what) const {
     throw core::InputError(file.path() + ": " + what);
@@ -216,6 +220,16 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
     m.indptr_dtype = numpy_type_of(indptr.get());
     m.compression = compression_of(s.data.get());
     m.chunk = chunk_of(s.data.get());
+    if (options.decode_pool && m.chunk > 0) {
+      s.data_chunks =
+          ChunkedReader::open(path, s.data.get(), m.path + "/data", options.decode_pool);
+      s.indices_chunks =
+          ChunkedReader::open(path, s.indices.get(), m.path + "/indices", options.decode_pool);
+      if (!s.data_chunks || !s.indices_chunks) {  // serve both arrays the same way
+        s.data_chunks.reset();
+        s.indices_chunks.reset();
+      }
+    }
     m.stored = h5_dataset_length(id, m.path + "/data");
     if (h5_dataset_length(id, m.path + "/indices") != m.stored) {
       s.fail(m.path + "/indices has " + with_thousands(h5_dataset_length(id, m.path + "/indices")) +
@@ -441,12 +455,18 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   for (auto& offset : batch.offsets) offset -= lo;
   std::vector<std::int64_t> indices(static_cast<std::size_t>(hi - lo));
   batch.values.resize(static_cast<std::size_t>(hi - lo));
-  s.read_or_fail(
-      [&] {
-        h5_read_range(s.indices.get(), H5T_NATIVE_INT64, lo, hi, indices.data());
-        h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
-      },
-      rows_text(begin, end) + " of " + m.path);
+  if (s.data_chunks) {
+    // pread + decode on the pool's threads; corrupt chunks are InputErrors naming the chunk.
+    ChunkedReader::read_many({{s.indices_chunks.get(), lo, hi, nullptr, indices.data()},
+                              {s.data_chunks.get(), lo, hi, batch.values.data(), nullptr}});
+  } else {
+    s.read_or_fail(
+        [&] {
+          h5_read_range(s.indices.get(), H5T_NATIVE_INT64, lo, hi, indices.data());
+          h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
+        },
+        rows_text(begin, end) + " of " + m.path);
+  }
   batch.genes.resize(indices.size());
   for (std::size_t k = 0; k < indices.size(); ++k) {
     if (indices[k] < 0 || indices[k] >= m.cols) {

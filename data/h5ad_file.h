@@ -49,8 +49,14 @@ struct ObsColumn {
   std::vector<std::uint8_t> missing;    ///< [rows] 1 = NA for nullable columns; else empty
 };
 
+class DecodePool;
+
 struct H5adOptions {
   MatrixSource matrix = MatrixSource::automatic;
+  /// When set, chunked sparse arrays (uncompressed, gzip, shuffle, LZF) are read by pread and
+  /// decoded on this pool's threads instead of through HDF5's filter pipeline (which holds one
+  /// global lock); other layouts fall back to H5Dread. Shared by every file of a corpus.
+  std::shared_ptr<DecodePool> decode_pool;
   /// CSC matrices are converted to CSR in memory when their arrays fit this budget.
   std::int64_t csc_budget_bytes = std::int64_t{2} << 30;
   /// Values must be counts: finite and non-negative (set false to read e.g. a scaled X).

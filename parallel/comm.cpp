@@ -1,6 +1,8 @@
 // Comm: host-side MPI collectives on scalars and strings.
 #include "parallel/comm.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "parallel/mpi_native.h"
 
@@ -70,6 +72,63 @@ double Comm::allreduce_sum_real(double value) const {
   double result = 0;
   CELLFM_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_SUM, handle_->comm));
   return result;
+}
+
+namespace {
+// Large vectors go in pieces whose element counts fit MPI's int.
+constexpr std::size_t kReducePiece = std::size_t{1} << 28;
+
+template <class T>
+void allreduce_vector(MPI_Comm comm, std::vector<T>& values, MPI_Datatype type) {
+  for (std::size_t at = 0; at < values.size(); at += kReducePiece) {
+    const int count = static_cast<int>(std::min(kReducePiece, values.size() - at));
+    CELLFM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values.data() + at, count, type, MPI_SUM, comm));
+  }
+}
+
+// Knuth's TwoSum on (hi, lo) pairs: the user function of the double-double reduction.
+void double_double_sum(void* in, void* inout, int* length, MPI_Datatype*) {
+  const double* a = static_cast<const double*>(in);
+  double* b = static_cast<double*>(inout);
+  for (int i = 0; i < *length; ++i) {
+    const double x = a[2 * i];
+    const double y = b[2 * i];
+    const double s = x + y;
+    const double v = s - x;
+    const double e = (x - (s - v)) + (y - v) + a[2 * i + 1] + b[2 * i + 1];
+    b[2 * i] = s + e;
+    b[2 * i + 1] = e - (b[2 * i] - s);
+  }
+}
+}  // namespace
+
+void Comm::allreduce_sum(std::vector<std::int64_t>& values) const {
+  allreduce_vector(handle_->comm, values, MPI_INT64_T);
+}
+void Comm::allreduce_sum(std::vector<std::uint32_t>& values) const {
+  allreduce_vector(handle_->comm, values, MPI_UINT32_T);
+}
+
+void Comm::allreduce_sum_double_double(std::vector<double>& hi_lo) const {
+  CELLFM_CHECK(hi_lo.size() % 2 == 0, "double-double vector of odd length");
+  MPI_Datatype pair = MPI_DATATYPE_NULL;
+  CELLFM_MPI_CHECK(MPI_Type_contiguous(2, MPI_DOUBLE, &pair));
+  CELLFM_MPI_CHECK(MPI_Type_commit(&pair));
+  MPI_Op op = MPI_OP_NULL;
+  CELLFM_MPI_CHECK(MPI_Op_create(&double_double_sum, 1, &op));
+  try {
+    for (std::size_t at = 0; at < hi_lo.size() / 2; at += kReducePiece) {
+      const int count = static_cast<int>(std::min(kReducePiece, hi_lo.size() / 2 - at));
+      CELLFM_MPI_CHECK(
+          MPI_Allreduce(MPI_IN_PLACE, hi_lo.data() + 2 * at, count, pair, op, handle_->comm));
+    }
+  } catch (...) {
+    MPI_Op_free(&op);
+    MPI_Type_free(&pair);
+    throw;
+  }
+  CELLFM_MPI_CHECK(MPI_Op_free(&op));
+  CELLFM_MPI_CHECK(MPI_Type_free(&pair));
 }
 
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {

@@ -26,6 +26,14 @@ class Comm {
   std::int64_t allreduce_max(std::int64_t value) const;
   std::int64_t allreduce_sum(std::int64_t value) const;
   double allreduce_sum_real(double value) const;
+  /// Element-wise sums over the ranks, in place on every rank (exact for integers). [n]
+  void allreduce_sum(std::vector<std::int64_t>& values) const;
+  void allreduce_sum(std::vector<std::uint32_t>& values) const;
+  /// Element-wise double-double sums, in place: `hi_lo` is [n, 2], each pair an unevaluated sum
+  /// hi + lo (|lo| <= ulp(hi) / 2). Pairs are added with error-free transformations, so the result
+  /// is the exact sum up to ~2^-104 relative: rounded to double it does not depend on the rank
+  /// count or the reduction order in practice.
+  void allreduce_sum_double_double(std::vector<double>& hi_lo) const;
   /// Element r of the result is rank r's `value`. [size]
   std::vector<std::uint64_t> allgather(std::uint64_t value) const;
   /// Rank `root`'s `value` on every rank.

@@ -13,8 +13,10 @@
 #include "core/experiment_options.h"
 #include "core/log.h"
 #include "core/torch_compat.h"
+#include "data/corpus.h"
 #include "data/file_patterns.h"
 #include "data/h5_file.h"
+#include "data/h5ad_file.h"
 #include "data/h5ad_summary.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
@@ -132,6 +134,24 @@ std::string file_table(const std::vector<FileReport>& reports) {
   return out.str();
 }
 
+// Per file: cells kept for training and validation, and what was dropped and why.
+std::string corpus_table(const data::Corpus& train, const data::Corpus& validation) {
+  std::size_t width = 4;
+  for (const auto& file : train.files()) width = std::max(width, file.path.size());
+  std::ostringstream out;
+  out << std::left << std::setw(static_cast<int>(width)) << "file" << std::right << std::setw(10)
+      << "train" << std::setw(12) << "validation" << std::setw(10) << "filtered" << std::setw(8)
+      << "empty" << std::setw(10) << "unmapped" << std::setw(8) << "merged" << '\n';
+  for (std::size_t i = 0; i < train.files().size(); ++i) {
+    const data::CorpusFileInfo& t = train.files()[i];
+    out << std::left << std::setw(static_cast<int>(width)) << t.path << std::right << std::setw(10)
+        << t.kept << std::setw(12) << validation.files()[i].kept << std::setw(10) << t.filtered
+        << std::setw(8) << t.empty << std::setw(10) << t.unmapped_genes << std::setw(8)
+        << t.merged_genes << '\n';
+  }
+  return out.str();
+}
+
 }  // namespace
 
 int run_check_command(const std::vector<std::string>& args, CliContext& context) {
@@ -181,6 +201,23 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
   CELLFM_LOG(info) << "data: " << reports.size() << " files, " << cells
                    << " cells, every rank opened each with parallel HDF5 (MPI-IO):\n"
                    << file_table(reports);
+
+  // The corpus as training will see it: filters, empty cells, the validation split, genes.
+  const auto seed = static_cast<std::uint64_t>(o.run.seed);
+  const data::Corpus train(data::corpus_options(o.data, seed, data::CorpusSplit::train), world);
+  const data::Corpus validation(data::corpus_options(o.data, seed, data::CorpusSplit::validation),
+                                world);
+  CELLFM_LOG(info) << "corpus: " << data::with_thousands(train.cells()) << " training and "
+                   << data::with_thousands(validation.cells()) << " validation cells, "
+                   << data::with_thousands(train.vocabulary().size()) << " genes in the vocabulary"
+                   << (train.labels().empty() ? std::string()
+                                              : ", " + std::to_string(train.labels().size()) +
+                                                    " labels (" + o.data.label_column + ")")
+                   << (train.groups().empty() ? std::string()
+                                              : ", " + std::to_string(train.groups().size()) +
+                                                    " groups (" + o.data.group_column + ")")
+                   << ":\n"
+                   << corpus_table(train, validation);
 
   check_run_directory(o.run.dir, world);
 

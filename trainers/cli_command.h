@@ -41,5 +41,6 @@ std::optional<boost::program_options::variables_map> parse_command_options(
 int run_check_command(const std::vector<std::string>& args, CliContext& context);
 int run_inspect_command(const std::vector<std::string>& args, CliContext& context);
 int run_synth_command(const std::vector<std::string>& args, CliContext& context);
+int run_prep_command(const std::vector<std::string>& args, CliContext& context);
 
 }  // namespace cellfm::trainers

@@ -12,6 +12,8 @@ const std::vector<CliCommand>& cli_commands() {
       {"synth", "write a synthetic CELLxGENE-like h5ad corpus", run_synth_command},
       {"inspect", "show what an h5ad file or a spec's corpus holds (--json for scripts)",
        run_inspect_command},
+      {"prep", "corpus preparation: per-gene statistics (stats), CSR copies (convert)",
+       run_prep_command},
   };
   return commands;
 }

@@ -9,6 +9,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "data/chunked_reader.h"
 #include "data/h5ad_file.h"
 #include "tests/support/temp_dir.h"
 
@@ -223,6 +224,33 @@ TEST_F(H5adReader, ColumnRangesMatchWholeColumns) {
   EXPECT_EQ(std::vector<float>(all.values.begin() + all.offsets[200],
                                all.values.begin() + all.offsets[203]),
             part.values);
+}
+
+TEST_F(H5adReader, DecodePoolReadsTheSameRowsAsHdf5) {
+  H5adOptions plain;
+  plain.require_counts = false;
+  H5adOptions pooled = plain;
+  pooled.decode_pool = std::make_shared<DecodePool>(2);
+  int compared = 0;
+  for (const auto& [name, want] : expected.items()) {
+    SCOPED_TRACE(name);
+    for (MatrixSource source : {MatrixSource::x, MatrixSource::raw}) {
+      if (want[source == MatrixSource::x ? "X" : "raw_X"].is_null()) continue;
+      plain.matrix = pooled.matrix = source;
+      const H5adFile a(reference_path(name), world, plain);
+      const H5adFile b(reference_path(name), world, pooled);
+      for (std::int64_t begin = 0; begin < a.n_obs(); begin += 61) {
+        const std::int64_t end = std::min(a.n_obs(), begin + 61);
+        const CsrBatch x = a.read_rows(begin, end);
+        const CsrBatch y = b.read_rows(begin, end);
+        ASSERT_EQ(x.offsets, y.offsets);
+        ASSERT_EQ(x.genes, y.genes);
+        ASSERT_EQ(x.values, y.values);
+      }
+      ++compared;
+    }
+  }
+  EXPECT_GE(compared, 8);
 }
 
 TEST_F(H5adReader, MissingColumnNamesFileAndColumn) {

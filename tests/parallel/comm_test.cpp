@@ -21,6 +21,25 @@ TEST(Comm, AllreduceOfRankValuesIsExact) {
   EXPECT_EQ(world.allreduce_sum(big + r), n * big + n * (n - 1) / 2);
 }
 
+TEST(Comm, VectorAllreducesAreExact) {
+  const Comm world = Comm::world();
+  const std::int64_t n = world.size();
+  const std::int64_t r = world.rank();
+  std::vector<std::int64_t> wide = {r, (r + 1) << 40, -r};
+  world.allreduce_sum(wide);
+  EXPECT_EQ(wide, (std::vector<std::int64_t>{n * (n - 1) / 2, (n * (n + 1) / 2) << 40,
+                                             -n * (n - 1) / 2}));
+  std::vector<std::uint32_t> counts(1000, static_cast<std::uint32_t>(r + 1));
+  world.allreduce_sum(counts);
+  EXPECT_EQ(counts, std::vector<std::uint32_t>(1000, static_cast<std::uint32_t>(n * (n + 1) / 2)));
+  // Double-double: rank r adds 1 + r * 2^-60, which plain doubles would round away.
+  std::vector<double> hi_lo = {1.0, static_cast<double>(r) * 0x1p-60};
+  world.allreduce_sum_double_double(hi_lo);
+  EXPECT_EQ(hi_lo[0], static_cast<double>(n));
+  EXPECT_EQ(hi_lo[1], static_cast<double>(n * (n - 1) / 2) * 0x1p-60);
+  EXPECT_EQ(world.allreduce_sum_real(0.5 * static_cast<double>(r)), 0.25 * n * (n - 1));
+}
+
 TEST(Comm, AllgatherPutsEachRanksValueAtItsIndex) {
   const Comm world = Comm::world();
   const auto values = world.allgather(static_cast<std::uint64_t>(world.rank()) * 1000 + 7);

@@ -54,17 +54,32 @@ TEST(CliMpi, TensorParallelMustDivideTheRanks) {
 
 TEST(CliMpi, CheckPassesOnFourRanks) {
   TempDir dir;
-  const std::string spec =
-      dir.write("x.yaml", "run:\n  dir: " + dir.path() + "/run\ndata:\n  files: ['" +
-                              testing::test_data_dir() +
-                              "/h5ad/*.h5ad']\n"
-                              "parallel:\n  tensor_parallel: 2\n");
+  const std::string h5ad = testing::test_data_dir() + "/h5ad/";
+  // Every reference file with an expression matrix (anndata 0.11.4's has none).
+  const std::string spec = dir.write(
+      "x.yaml",
+      "run:\n  dir: " + dir.path() + "/run\ndata:\n  files: ['" + h5ad +
+          "anndata_v0.[57]*.h5ad', '" + h5ad + "cxg_*.h5ad', '" + h5ad +
+          "zk_*.h5ad']\n  validation:\n    fraction: 0.2\nparallel:\n  tensor_parallel: 2\n");
   const ProcessResult result = mpi_cellfm(4, {"check", spec});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("4 ranks = 2 data-parallel x 2 tensor-parallel"), std::string::npos)
       << result.out;
-  EXPECT_NE(result.out.find("8 data files with 2252 cells"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("7 data files with 2242 cells"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("training and"), std::string::npos) << result.out;
   EXPECT_EQ(count_occurrences(result.out, "check passed"), 1);
+}
+
+TEST(CliMpi, CorpusFileWithoutMatrixIsNamedOnce) {
+  TempDir dir;
+  const std::string file = testing::test_data_dir() + "/h5ad/anndata_v0.11.4.h5ad";
+  const std::string spec =
+      dir.write("x.yaml", "run:\n  dir: " + dir.path() + "/run\ndata:\n  files: [" + file + "]\n");
+  const ProcessResult result = mpi_cellfm(2, {"check", spec});
+  EXPECT_EQ(result.exit_code, 2) << result.err;
+  EXPECT_EQ(
+      count_occurrences(result.err, file + ": has no expression matrix (neither X nor raw/X)"), 1)
+      << result.err;
 }
 
 TEST(ErrorHandler, RankLocalErrorEndsTheJobInsteadOfHanging) {
