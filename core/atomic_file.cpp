@@ -19,14 +19,6 @@ namespace {
                     ")");
 }
 
-void fsync_directory(const std::string& directory) {
-  const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);  // best effort: some filesystems refuse fsync on directories
-    ::close(fd);
-  }
-}
-
 }  // namespace
 
 void write_file_atomically(const std::string& path, std::string_view content) {
@@ -66,7 +58,38 @@ void write_file_atomically(const std::string& path, std::string_view content) {
     ::unlink(temporary.c_str());
     fail("rename", path);
   }
-  fsync_directory(directory);
+  fsync_path(directory);
+}
+
+void fsync_path(const std::string& path) {
+  const std::string target = path.empty() ? "." : path;
+  const int fd = ::open(target.c_str(), O_RDONLY);
+  if (fd < 0) {
+    throw SystemError(target + ": cannot open it to sync (" + std::strerror(errno) + ")");
+  }
+  const int result = ::fsync(fd);
+  const int error = errno;
+  ::close(fd);
+  if (result != 0 && error != EINVAL && error != EBADF) {
+    throw SystemError(target + ": fsync failed (" + std::strerror(error) + ")");
+  }
+}
+
+TemporaryFile::~TemporaryFile() {
+  if (committed_) return;
+  std::error_code ignored;
+  std::filesystem::remove(path_, ignored);
+}
+
+void TemporaryFile::commit_as(const std::string& final_path) {
+  fsync_path(path_);
+  std::error_code ec;
+  std::filesystem::rename(path_, final_path, ec);
+  if (ec) {
+    throw SystemError("cannot rename " + path_ + " to " + final_path + " (" + ec.message() + ")");
+  }
+  committed_ = true;
+  fsync_path(std::filesystem::path(final_path).parent_path().string());
 }
 
 }  // namespace cellfm::core

@@ -13,6 +13,7 @@
 #include <optional>
 #include <set>
 
+#include "core/atomic_file.h"
 #include "core/error.h"
 #include "data/h5_file.h"
 #include "data/h5_read.h"
@@ -33,42 +34,6 @@ struct Source {
   std::int64_t rows = 0;
   std::int64_t cols = 0;
   bool h5sparse = false;  // anndata <= 0.7 attributes
-};
-
-void sync_path(const std::string& path) {
-  const int fd = ::open(path.empty() ? "." : path.c_str(), O_RDONLY);
-  if (fd < 0) return;
-  ::fsync(fd);
-  ::close(fd);
-}
-
-// Removes the temporary output unless it was committed.
-class TemporaryFile {
- public:
-  explicit TemporaryFile(std::string path) : path_(std::move(path)) {}
-  ~TemporaryFile() {
-    if (committed_) return;
-    std::error_code ignored;
-    fs::remove(path_, ignored);
-  }
-  TemporaryFile(const TemporaryFile&) = delete;
-  TemporaryFile& operator=(const TemporaryFile&) = delete;
-  const std::string& path() const { return path_; }
-  void commit_as(const std::string& final_path) {
-    sync_path(path_);
-    std::error_code ec;
-    fs::rename(path_, final_path, ec);
-    if (ec) {
-      throw core::SystemError("cannot rename " + path_ + " to " + final_path + " (" + ec.message() +
-                              ")");
-    }
-    committed_ = true;
-    sync_path(fs::path(final_path).parent_path().string());
-  }
-
- private:
-  std::string path_;
-  bool committed_ = false;
 };
 
 void copy_attributes(hid_t from, hid_t to, const std::set<std::string>& skip = {}) {
@@ -490,7 +455,7 @@ CsrConvertReport convert_to_csr(const std::string& input, const std::string& out
                            report.kept.front() + "); nothing to convert");
   }
 
-  TemporaryFile temporary(output + ".tmp");
+  core::TemporaryFile temporary(output + ".tmp");
   {
     H5Id out = h5_create_file(temporary.path());
     H5Id in_root(CELLFM_H5_CHECK(H5Gopen2(in.get(), "/", H5P_DEFAULT)), H5Gclose);

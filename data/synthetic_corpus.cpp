@@ -493,48 +493,6 @@ void SyntheticCorpusModel::generate_cell(std::int64_t file, std::int64_t cell,
 
 namespace {
 
-void sync_path(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  if (fd < 0) {
-    throw core::SystemError(path + ": cannot open it to sync (" + std::strerror(errno) + ")");
-  }
-  const int result = ::fsync(fd);
-  const int error = errno;
-  ::close(fd);
-  if (result != 0 && error != EINVAL) {
-    throw core::SystemError(path + ": fsync failed (" + std::strerror(error) + ")");
-  }
-}
-
-// Removes a temporary file unless the write was committed.
-class TemporaryFile {
- public:
-  explicit TemporaryFile(std::string path) : path_(std::move(path)) {}
-  ~TemporaryFile() {
-    if (committed_) return;
-    std::error_code ignored;
-    fs::remove(path_, ignored);
-  }
-  TemporaryFile(const TemporaryFile&) = delete;
-  TemporaryFile& operator=(const TemporaryFile&) = delete;
-  const std::string& path() const { return path_; }
-  void commit_as(const std::string& final_path) {
-    sync_path(path_);
-    std::error_code ec;
-    fs::rename(path_, final_path, ec);
-    if (ec) {
-      throw core::SystemError("cannot rename " + path_ + " to " + final_path + " (" + ec.message() +
-                              ")");
-    }
-    committed_ = true;
-    sync_path(fs::path(final_path).parent_path().string());
-  }
-
- private:
-  std::string path_;
-  bool committed_ = false;
-};
-
 struct CategoricalColumn {
   H5Id group;
   H5RowWriter codes;
@@ -688,7 +646,7 @@ SyntheticFileReport write_synthetic_file(const SyntheticCorpusModel& model, std:
   }
 
   const std::string final_path = (fs::path(o.out_dir) / report.name).string();
-  TemporaryFile temporary(final_path + ".tmp");
+  core::TemporaryFile temporary(final_path + ".tmp");
   H5Layout layout;
   layout.chunk_rows = kRowChunkMax;
   layout.gzip_level = o.gzip_level;
