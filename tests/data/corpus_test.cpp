@@ -13,8 +13,7 @@
 
 #include "core/error.h"
 #include "parallel/agreement.h"
-#include "tests/support/process.h"
-#include "tests/support/temp_dir.h"
+#include "tests/data/corpus_fixture.h"
 
 namespace cellfm::data {
 namespace {
@@ -24,22 +23,13 @@ using nlohmann::json;
 class CorpusTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const parallel::Comm world = parallel::Comm::world();
-    dir_ = new testing::TempDir();
-    if (world.rank() == 0) {
-      const auto result = testing::run_process(
-          {"/usr/bin/python3",
-           std::string(CELLFM_SOURCE_DIR) + "/tests/data/write_corpus_fixture.py", dir_->path()});
-      ASSERT_EQ(result.exit_code, 0) << result.err;
-    }
-    path_ = new std::string(world.broadcast(dir_->path(), 0));
+    fixture_ = new testing::CorpusFixture(parallel::Comm::world());
+    path_ = &fixture_->path();
     std::ifstream in(*path_ + "/expected.json");
     expected_ = new json(json::parse(in));
   }
   static void TearDownTestSuite() {
-    parallel::Comm::world().barrier();
-    delete dir_;
-    delete path_;
+    delete fixture_;
     delete expected_;
   }
 
@@ -80,12 +70,12 @@ class CorpusTest : public ::testing::Test {
   }
 
   parallel::Comm world = parallel::Comm::world();
-  static testing::TempDir* dir_;
-  static std::string* path_;
+  static testing::CorpusFixture* fixture_;
+  static const std::string* path_;
   static json* expected_;
 };
-testing::TempDir* CorpusTest::dir_ = nullptr;
-std::string* CorpusTest::path_ = nullptr;
+testing::CorpusFixture* CorpusTest::fixture_ = nullptr;
+const std::string* CorpusTest::path_ = nullptr;
 json* CorpusTest::expected_ = nullptr;
 
 TEST_F(CorpusTest, EveryNonEmptyCellInFileOrderWithRemappedGenes) {

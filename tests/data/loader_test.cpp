@@ -7,8 +7,7 @@
 
 #include <map>
 
-#include "tests/support/process.h"
-#include "tests/support/temp_dir.h"
+#include "tests/data/corpus_fixture.h"
 
 namespace cellfm::data {
 namespace {
@@ -16,21 +15,10 @@ namespace {
 class LoaderTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    const parallel::Comm world = parallel::Comm::world();
-    dir_ = new testing::TempDir();
-    if (world.rank() == 0) {
-      const auto result = testing::run_process(
-          {"/usr/bin/python3",
-           std::string(CELLFM_SOURCE_DIR) + "/tests/data/write_corpus_fixture.py", dir_->path()});
-      ASSERT_EQ(result.exit_code, 0) << result.err;
-    }
-    path_ = new std::string(world.broadcast(dir_->path(), 0));
+    fixture_ = new testing::CorpusFixture(parallel::Comm::world());
+    path_ = &fixture_->path();
   }
-  static void TearDownTestSuite() {
-    parallel::Comm::world().barrier();
-    delete dir_;
-    delete path_;
-  }
+  static void TearDownTestSuite() { delete fixture_; }
   CorpusOptions corpus_options() const {
     CorpusOptions o;
     o.files = {*path_ + "/*.h5ad"};
@@ -65,11 +53,11 @@ class LoaderTest : public ::testing::Test {
   }
 
   parallel::Comm world = parallel::Comm::world();
-  static testing::TempDir* dir_;
-  static std::string* path_;
+  static testing::CorpusFixture* fixture_;
+  static const std::string* path_;
 };
-testing::TempDir* LoaderTest::dir_ = nullptr;
-std::string* LoaderTest::path_ = nullptr;
+testing::CorpusFixture* LoaderTest::fixture_ = nullptr;
+const std::string* LoaderTest::path_ = nullptr;
 
 TEST_F(LoaderTest, AnEpochCoversEveryCellOnceAcrossRanks) {
   const Corpus corpus(corpus_options(), world);
