@@ -3,7 +3,9 @@
 # its embedded default data with 2 MPI ranks. Until the first model lands, the main job is the
 # most complete real pipeline that exists: `cellfm synth` writes a synthetic CELLxGENE-like corpus
 # (both ranks writing files), then `cellfm check` validates experiments/quickstart.yaml on both
-# ranks and opens every file with parallel HDF5, and `cellfm inspect` summarises the corpus.
+# ranks and opens every file with parallel HDF5, `cellfm prep stats` computes the per-gene
+# statistics the models use (one parallel pass, reduced across ranks), and `cellfm inspect`
+# summarises the corpus.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +22,5 @@ if [[ ! -f $corpus/manifest.yaml ]]; then
 fi
 echo "quickstart: ${mpi[*]} build/cellfm check experiments/quickstart.yaml"
 "${mpi[@]}" build/cellfm check experiments/quickstart.yaml
+"${mpi[@]}" build/cellfm prep stats experiments/quickstart.yaml
 "${mpi[@]}" build/cellfm inspect experiments/quickstart.yaml
