@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <filesystem>
 #include <list>
 #include <map>
 #include <set>
@@ -192,7 +193,9 @@ void Corpus::State::scan(std::size_t index, const std::set<std::string>& held_ou
   if (!options.validation_column.empty()) {
     split_column = reader.obs_column(options.validation_column, 0, info.rows);
   }
-  const std::uint64_t file_key = mix64(options.seed ^ hash_text(info.path));
+  // Keyed by the file name, not its directory: moving a corpus keeps its split.
+  const std::uint64_t file_key =
+      mix64(options.seed ^ hash_text(std::filesystem::path(info.path).filename().string()));
   const auto threshold = static_cast<std::uint64_t>(options.validation_fraction * 0x1p64);
   for (std::size_t r = 0; r < rows; ++r) {
     if (!keep[r]) continue;

@@ -121,10 +121,54 @@ GeneRemap build_gene_remap(const std::vector<std::string>& normalised_ids,
     seen[static_cast<std::size_t>(*vocabulary_id)] = true;
     remap.to_vocabulary.push_back(*vocabulary_id);
   }
+  remap.order_preserving = remap.merged == 0;
+  std::int32_t last = -1;
+  for (std::int32_t id : remap.to_vocabulary) {
+    if (id < 0) continue;
+    if (id < last) remap.order_preserving = false;
+    last = id;
+  }
   return remap;
 }
 
+namespace {
+// Whether every row's gene indices are strictly ascending (h5ad files may store them unsorted).
+bool rows_strictly_ascending(const CsrBatch& batch) {
+  for (std::int64_t r = 0; r < batch.cells(); ++r) {
+    for (std::int64_t k = batch.offsets[r] + 1; k < batch.offsets[r + 1]; ++k) {
+      if (batch.genes[k] <= batch.genes[k - 1]) return false;
+    }
+  }
+  return true;
+}
+}  // namespace
+
 void remap_genes(CsrBatch& batch, const GeneRemap& remap) {
+  if (remap.order_preserving && rows_strictly_ascending(batch)) {
+    // Ascending rows stay ascending under an order-preserving remap: map in place and drop the
+    // unmapped entries, no per-row sort.
+    const auto genes = static_cast<std::int32_t>(remap.to_vocabulary.size());
+    std::int64_t write = 0;
+    std::int64_t row_begin = batch.offsets.front();
+    for (std::int64_t r = 0; r < batch.cells(); ++r) {
+      const std::int64_t row_end = batch.offsets[r + 1];
+      batch.offsets[r] = write;
+      for (std::int64_t k = row_begin; k < row_end; ++k) {
+        const std::int32_t gene = batch.genes[k];
+        CELLFM_CHECK(gene >= 0 && gene < genes, "gene index outside the remap table");
+        const std::int32_t id = remap.to_vocabulary[static_cast<std::size_t>(gene)];
+        if (id < 0) continue;
+        batch.genes[write] = id;
+        batch.values[write] = batch.values[k];
+        ++write;
+      }
+      row_begin = row_end;
+    }
+    batch.offsets.back() = write;
+    batch.genes.resize(static_cast<std::size_t>(write));
+    batch.values.resize(static_cast<std::size_t>(write));
+    return;
+  }
   std::vector<std::pair<std::int32_t, float>> row;
   std::int64_t write = 0;
   std::int64_t row_begin = batch.offsets.front();

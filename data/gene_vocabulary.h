@@ -43,6 +43,8 @@ struct GeneRemap {
   std::vector<std::int32_t> to_vocabulary;  ///< [file genes] vocabulary id, -1 when unmapped
   std::int64_t unmapped = 0;                ///< file genes without a vocabulary id
   std::int64_t merged = 0;  ///< file genes sharing a vocabulary id with another (values summed)
+  /// Mapped genes keep their relative order and none merge: rows need no re-sorting.
+  bool order_preserving = false;
 };
 
 /// The normalised id of each file gene: version stripped, then a symbol translated by `symbols`.

@@ -42,5 +42,6 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
 int run_inspect_command(const std::vector<std::string>& args, CliContext& context);
 int run_synth_command(const std::vector<std::string>& args, CliContext& context);
 int run_prep_command(const std::vector<std::string>& args, CliContext& context);
+int run_bench_command(const std::vector<std::string>& args, CliContext& context);
 
 }  // namespace cellfm::trainers

@@ -14,6 +14,9 @@ const std::vector<CliCommand>& cli_commands() {
        run_inspect_command},
       {"prep", "corpus preparation: per-gene statistics (stats), CSR copies (convert)",
        run_prep_command},
+      {"bench",
+       "benchmarks: data (corpus to batches, with the h5py/anndata peers and the page-cache bound)",
+       run_bench_command},
   };
   return commands;
 }

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -145,6 +146,27 @@ TEST_F(CorpusTest, RandomValidationFractionPartitionsTheCells) {
   const Corpus other(o, world);
   EXPECT_NE(other.read(0, other.cells()).cells.values,
             validation.read(0, validation.cells()).cells.values);
+}
+
+TEST_F(CorpusTest, AMovedCorpusKeepsItsRandomSplit) {
+  testing::TempDir local;
+  const std::string moved = world.broadcast(local.path(), 0);
+  if (world.rank() == 0) {
+    for (const char* name : {"a.h5ad", "b.h5ad", "c.h5ad", "genes.tsv"}) {
+      std::filesystem::copy_file(*path_ + "/" + name, moved + "/" + name);
+    }
+  }
+  world.barrier();
+  CorpusOptions o = options();
+  o.validation_fraction = 0.4;
+  o.split = CorpusSplit::validation;
+  const Corpus here(o, world);
+  o.files = {moved + "/*.h5ad"};
+  o.gene_map_file = moved + "/genes.tsv";
+  const Corpus there(o, world);
+  ASSERT_GT(here.cells(), 0);
+  EXPECT_EQ(there.read(0, there.cells()).cells.values, here.read(0, here.cells()).cells.values);
+  world.barrier();
 }
 
 TEST_F(CorpusTest, WholeFilesAndColumnValuesHeldOut) {
