@@ -49,6 +49,16 @@ def bench_h5py(paths, order, warmup):
         indptr = (indptrs[i][b : e + 1] - s).astype(np.int64)
         return e - b, data.nbytes + indices.nbytes + indptr.nbytes
 
+    cells, nbytes, seconds = time_blocks(read, order, warmup)
+    matrix = counts_path(files[0])
+    for f in files:
+        f.close()
+    return {"cells_per_s": cells / seconds, "mb_per_s": nbytes / seconds / 1e6, "cells": cells,
+            "seconds": seconds, "matrix": matrix}
+
+
+def time_blocks(read, order, warmup):
+    """Reads the first `warmup` blocks untimed, then times all of them: (cells, bytes, seconds)."""
     for block in order[:warmup]:
         read(block)
     cells = nbytes = 0
@@ -57,12 +67,7 @@ def bench_h5py(paths, order, warmup):
         c, n = read(block)
         cells += c
         nbytes += n
-    seconds = time.perf_counter() - start
-    matrix = counts_path(files[0])
-    for f in files:
-        f.close()
-    return {"cells_per_s": cells / seconds, "mb_per_s": nbytes / seconds / 1e6, "cells": cells,
-            "seconds": seconds, "matrix": matrix}
+    return cells, nbytes, time.perf_counter() - start
 
 
 def bench_anndata(paths, order, warmup):
@@ -79,15 +84,7 @@ def bench_anndata(paths, order, warmup):
         x = matrices[i][b:e]
         return e - b, x.data.nbytes + x.indices.nbytes + x.indptr.nbytes
 
-    for block in order[:warmup]:
-        read(block)
-    cells = nbytes = 0
-    start = time.perf_counter()
-    for block in order:
-        c, n = read(block)
-        cells += c
-        nbytes += n
-    seconds = time.perf_counter() - start
+    cells, nbytes, seconds = time_blocks(read, order, warmup)
     for a in adatas:
         a.file.close()
     return {"cells_per_s": cells / seconds, "mb_per_s": nbytes / seconds / 1e6, "cells": cells,

@@ -29,34 +29,9 @@ H5Kind h5_kind(hid_t location, const std::string& path) {
 
 std::optional<std::string> h5_string_attribute(hid_t location, const std::string& path,
                                                const std::string& name) {
-  if (CELLFM_H5_CHECK(H5Aexists_by_name(location, path.c_str(), name.c_str(), H5P_DEFAULT)) <= 0) {
-    return std::nullopt;
-  }
-  H5Id attribute(CELLFM_H5_CHECK(H5Aopen_by_name(location, path.c_str(), name.c_str(), H5P_DEFAULT,
-                                                 H5P_DEFAULT)),
-                 H5Aclose);
-  H5Id type(CELLFM_H5_CHECK(H5Aget_type(attribute.get())), H5Tclose);
-  if (H5Tget_class(type.get()) != H5T_STRING) return std::nullopt;
-  H5Id space(CELLFM_H5_CHECK(H5Aget_space(attribute.get())), H5Sclose);
-  if (CELLFM_H5_CHECK(H5Sget_simple_extent_npoints(space.get())) != 1) return std::nullopt;
-
-  if (CELLFM_H5_CHECK(H5Tis_variable_str(type.get())) > 0) {
-    H5Id memory(CELLFM_H5_CHECK(H5Tcopy(H5T_C_S1)), H5Tclose);
-    CELLFM_H5_CHECK(H5Tset_size(memory.get(), H5T_VARIABLE));
-    CELLFM_H5_CHECK(H5Tset_cset(memory.get(), H5Tget_cset(type.get())));
-    char* text = nullptr;
-    CELLFM_H5_CHECK(H5Aread(attribute.get(), memory.get(), &text));
-    std::string value = text ? text : "";
-    H5free_memory(text);
-    return value;
-  }
-  const std::size_t size = H5Tget_size(type.get());
-  std::vector<char> buffer(size + 1, '\0');
-  H5Id memory(CELLFM_H5_CHECK(H5Tcopy(type.get())), H5Tclose);
-  CELLFM_H5_CHECK(H5Aread(attribute.get(), memory.get(), buffer.data()));
-  std::string value(buffer.data());              // stops at the first NUL (null-terminated/padded)
-  value.erase(value.find_last_not_of(' ') + 1);  // space-padded strings
-  return value;
+  std::vector<std::string> values = h5_string_array_attribute(location, path, name);
+  if (values.size() != 1) return std::nullopt;  // absent, not a string, or not a scalar
+  return std::move(values.front());
 }
 
 std::int64_t h5_dataset_length(hid_t location, const std::string& path) {
@@ -129,7 +104,8 @@ std::vector<std::string> h5_string_array_attribute(hid_t location, const std::st
   if (count > 0) CELLFM_H5_CHECK(H5Aread(attribute.get(), type.get(), buffer.data()));
   for (std::size_t i = 0; i < count; ++i) {
     std::string value(buffer.data() + i * size, size);
-    value.erase(std::find(value.begin(), value.end(), '\0'), value.end());
+    value.erase(std::find(value.begin(), value.end(), '\0'), value.end());  // NUL-padded
+    value.erase(value.find_last_not_of(' ') + 1);                           // space-padded
     values.push_back(value);
   }
   return values;
