@@ -154,6 +154,22 @@ const char* element_name(Element type) {
   return "?";
 }
 
+std::size_t element_size(Element type) {
+  switch (type) {
+    case Element::i8:
+    case Element::u8: return 1;
+    case Element::i16:
+    case Element::u16: return 2;
+    case Element::f32:
+    case Element::i32:
+    case Element::u32: return 4;
+    case Element::f64:
+    case Element::i64:
+    case Element::u64: return 8;
+  }
+  return 8;
+}
+
 template <typename T>
 T load(const std::uint8_t* p) {
   T value;
@@ -223,6 +239,38 @@ void convert(const std::uint8_t* in, Element type, std::size_t count, std::int64
   }
 }
 
+// To int32 for gene indices: as the int64 conversion, then clipped to int32's range (a clipped
+// value is out of any gene range, so the caller's range check reports it).
+void convert(const std::uint8_t* in, Element type, std::size_t count, std::int32_t* out) {
+  const auto clip = [](std::int64_t value) {
+    return static_cast<std::int32_t>(std::clamp<std::int64_t>(
+        value, std::numeric_limits<std::int32_t>::min(), std::numeric_limits<std::int32_t>::max()));
+  };
+  switch (type) {
+    case Element::i32: std::memcpy(out, in, count * sizeof(std::int32_t)); return;
+    case Element::i8:
+      convert_each<std::int8_t>(in, count, out, [](std::int8_t v) { return std::int32_t{v}; });
+      return;
+    case Element::i16:
+      convert_each<std::int16_t>(in, count, out, [](std::int16_t v) { return std::int32_t{v}; });
+      return;
+    case Element::u8:
+      convert_each<std::uint8_t>(in, count, out, [](std::uint8_t v) { return std::int32_t{v}; });
+      return;
+    case Element::u16:
+      convert_each<std::uint16_t>(in, count, out, [](std::uint16_t v) { return std::int32_t{v}; });
+      return;
+    default: break;
+  }
+  constexpr std::size_t kStep = 1024;  // widen a slice to int64, then clip
+  std::int64_t wide[kStep];
+  for (std::size_t done = 0; done < count; done += kStep) {
+    const std::size_t n = std::min(kStep, count - done);
+    convert(in + done * element_size(type), type, n, wide);
+    for (std::size_t i = 0; i < n; ++i) out[done + i] = clip(wide[i]);
+  }
+}
+
 // HDF5's shuffle filter stores byte b of element i at b * n + i (n = bytes / element size; the
 // remaining bytes stay at the end). This undoes it.
 void unshuffle(const std::uint8_t* in, std::size_t bytes, std::size_t element, std::uint8_t* out) {
@@ -279,13 +327,19 @@ libdeflate_decompressor* thread_decompressor() {
   return decompressor.get();
 }
 
+enum class ChunkOutput { f32, i64, i32 };
+
+std::size_t output_width(ChunkOutput output) {
+  return output == ChunkOutput::i64 ? sizeof(std::int64_t) : sizeof(std::int32_t);
+}
+
 struct Piece {
   const ChunkedReader::State* state = nullptr;
   std::int64_t chunk = 0;
   std::int64_t begin = 0;  // dataset elements [begin, end), all within `chunk`
   std::int64_t end = 0;
   void* out = nullptr;  // receives end - begin elements
-  bool to_float = true;
+  ChunkOutput output = ChunkOutput::f32;
 };
 
 }  // namespace
@@ -432,10 +486,14 @@ struct ChunkedReader::State {
 
   void emit(const std::uint8_t* in, const Piece& piece) const {
     const auto count = static_cast<std::size_t>(piece.end - piece.begin);
-    if (piece.to_float) {
-      convert(in, type, count, static_cast<float*>(piece.out));
-    } else {
-      convert(in, type, count, static_cast<std::int64_t*>(piece.out));
+    switch (piece.output) {
+      case ChunkOutput::f32: convert(in, type, count, static_cast<float*>(piece.out)); return;
+      case ChunkOutput::i64:
+        convert(in, type, count, static_cast<std::int64_t*>(piece.out));
+        return;
+      case ChunkOutput::i32:
+        convert(in, type, count, static_cast<std::int32_t*>(piece.out));
+        return;
     }
   }
 
@@ -444,7 +502,9 @@ struct ChunkedReader::State {
     const std::int64_t valid = std::min(chunk, length - first);
     const std::size_t skip = static_cast<std::size_t>(piece.begin - first) * element_bytes;
     const std::size_t bytes = static_cast<std::size_t>(piece.end - piece.begin) * element_bytes;
-    const bool same_type = piece.to_float ? type == Element::f32 : type == Element::i64;
+    const bool same_type = piece.output == ChunkOutput::f32   ? type == Element::f32
+                           : piece.output == ChunkOutput::i64 ? type == Element::i64
+                                                              : type == Element::i32;
     const ChunkRecord& record = table.chunks[static_cast<std::size_t>(piece.chunk)];
     if (!record.allocated) {
       emit(fill_chunk.data() + skip, piece);
@@ -679,17 +739,22 @@ void ChunkedReader::read_many(const std::vector<Request>& requests) {
   DecodePool* pool = nullptr;
   for (const Request& request : requests) {
     CELLFM_CHECK(request.reader != nullptr, "a ChunkedReader::Request needs a reader");
-    CELLFM_CHECK(request.begin == request.end ||
-                     (request.floats == nullptr) != (request.integers == nullptr),
+    const int outputs =
+        (request.floats != nullptr) + (request.integers != nullptr) + (request.indices != nullptr);
+    CELLFM_CHECK(request.begin == request.end || outputs == 1,
                  "a ChunkedReader::Request needs exactly one output");
     const State& s = *request.reader->state_;
     CELLFM_CHECK(0 <= request.begin && request.begin <= request.end && request.end <= s.length,
                  s.name + ": read range out of bounds");
     if (!pool) pool = s.pool.get();
     if (request.begin == request.end) continue;
-    const std::size_t width = request.floats ? sizeof(float) : sizeof(std::int64_t);
-    auto* out =
-        request.floats ? static_cast<void*>(request.floats) : static_cast<void*>(request.integers);
+    const ChunkOutput output = request.floats     ? ChunkOutput::f32
+                               : request.integers ? ChunkOutput::i64
+                                                  : ChunkOutput::i32;
+    const std::size_t width = output_width(output);
+    void* out = request.floats     ? static_cast<void*>(request.floats)
+                : request.integers ? static_cast<void*>(request.integers)
+                                   : static_cast<void*>(request.indices);
     for (std::int64_t index = request.begin / s.chunk; index * s.chunk < request.end; ++index) {
       Piece piece;
       piece.state = &s;
@@ -698,7 +763,7 @@ void ChunkedReader::read_many(const std::vector<Request>& requests) {
       piece.end = std::min(request.end, (index + 1) * s.chunk);
       piece.out =
           static_cast<char*>(out) + static_cast<std::size_t>(piece.begin - request.begin) * width;
-      piece.to_float = request.floats != nullptr;
+      piece.output = output;
       pieces.push_back(piece);
     }
   }

@@ -88,14 +88,16 @@ class ChunkedReader {
   void read(std::int64_t begin, std::int64_t end, float* out) const;
   void read(std::int64_t begin, std::int64_t end, std::int64_t* out) const;
 
-  /// One range of one reader, for read_many. Exactly one of `floats` / `integers` is set (either
-  /// may be null for an empty range).
+  /// One range of one reader, for read_many. Exactly one of `floats` / `integers` / `indices` is
+  /// set (all may be null for an empty range). `indices` receives int32: integers as for
+  /// `integers`, then clipped to int32's range (int32 chunks are read straight into it).
   struct Request {
     const ChunkedReader* reader = nullptr;
     std::int64_t begin = 0;
     std::int64_t end = 0;
     float* floats = nullptr;
     std::int64_t* integers = nullptr;
+    std::int32_t* indices = nullptr;
   };
   /// Serves several ranges (e.g. a row block's indices and data) in one job on the first
   /// request's pool, so their chunks decode in parallel with each other. A chunk is one task;

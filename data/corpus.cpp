@@ -61,6 +61,44 @@ std::string cell_text(const ObsColumn& column, std::size_t i) {
   return "";
 }
 
+// Drops the rows of `batch` not listed in `kept` (ascending positions), in place.
+void keep_rows(CsrBatch& batch, const std::vector<std::size_t>& kept) {
+  std::int64_t write = 0;
+  for (std::size_t k = 0; k < kept.size(); ++k) {
+    const std::size_t r = kept[k];
+    const std::int64_t begin = batch.offsets[r];
+    const std::int64_t end = batch.offsets[r + 1];
+    if (write != begin) {  // moves rows forward: write < begin
+      std::copy(batch.genes.begin() + begin, batch.genes.begin() + end,
+                batch.genes.begin() + write);
+      std::copy(batch.values.begin() + begin, batch.values.begin() + end,
+                batch.values.begin() + write);
+    }
+    batch.offsets[k] = write;
+    write += end - begin;
+    batch.cell_ids[k] = batch.cell_ids[r];
+  }
+  batch.offsets[kept.size()] = write;
+  batch.offsets.resize(kept.size() + 1);
+  batch.cell_ids.resize(kept.size());
+  batch.genes.resize(static_cast<std::size_t>(write));
+  batch.values.resize(static_cast<std::size_t>(write));
+}
+
+// Appends `rows` to `out` (moved when `out` is empty: the common one-file read).
+void append_rows(CsrBatch& out, CsrBatch&& rows) {
+  if (out.cells() == 0 && out.nnz() == 0) {
+    out = std::move(rows);
+    return;
+  }
+  const std::int64_t base = out.nnz();
+  for (std::size_t k = 1; k < rows.offsets.size(); ++k)
+    out.offsets.push_back(base + rows.offsets[k]);
+  out.genes.insert(out.genes.end(), rows.genes.begin(), rows.genes.end());
+  out.values.insert(out.values.end(), rows.values.begin(), rows.values.end());
+  out.cell_ids.insert(out.cell_ids.end(), rows.cell_ids.begin(), rows.cell_ids.end());
+}
+
 // Accepted values of a filter, normalised like cell_text (booleans lower case).
 bool accepts(const std::vector<std::string>& values, const std::string& text) {
   for (const std::string& value : values) {
@@ -373,33 +411,34 @@ CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {
         kept_rows.push_back(static_cast<std::size_t>(r - row_begin));
       }
     }
-    // Append the kept rows, remapped.
-    CsrBatch kept;
+    if (kept_rows.size() != static_cast<std::size_t>(rows.cells())) keep_rows(rows, kept_rows);
     for (std::size_t k = 0; k < kept_rows.size(); ++k) {
-      const std::size_t r = kept_rows[k];
-      kept.genes.insert(kept.genes.end(), rows.genes.begin() + rows.offsets[r],
-                        rows.genes.begin() + rows.offsets[r + 1]);
-      kept.values.insert(kept.values.end(), rows.values.begin() + rows.offsets[r],
-                         rows.values.begin() + rows.offsets[r + 1]);
-      kept.offsets.push_back(static_cast<std::int64_t>(kept.genes.size()));
-      kept.cell_ids.push_back(ordinal + static_cast<std::int64_t>(k));
+      rows.cell_ids[k] = ordinal + static_cast<std::int64_t>(k);
     }
-    remap_genes(kept, *record.remap);
-    const std::int64_t base = out.cells.nnz();
-    for (std::size_t k = 1; k < kept.offsets.size(); ++k)
-      out.cells.offsets.push_back(base + kept.offsets[k]);
-    out.cells.genes.insert(out.cells.genes.end(), kept.genes.begin(), kept.genes.end());
-    out.cells.values.insert(out.cells.values.end(), kept.values.begin(), kept.values.end());
-    out.cells.cell_ids.insert(out.cells.cell_ids.end(), kept.cell_ids.begin(), kept.cell_ids.end());
+    remap_genes(rows, *record.remap);
+    append_rows(out.cells, std::move(rows));
 
     auto ids_of = [&](const std::string& column_name,
                       const std::unordered_map<std::string, std::int32_t>& ids,
                       std::vector<std::int32_t>& into) {
       const ObsColumn column = file.obs_column(column_name, row_begin, row_end);
-      for (std::size_t r : kept_rows) {
-        const auto found = ids.find(cell_text(column, r));
-        into.push_back(found == ids.end() ? -1 : found->second);
+      const auto id_of_text = [&](const std::string& text) {
+        const auto found = ids.find(text);
+        return found == ids.end() ? std::int32_t{-1} : found->second;
+      };
+      if (column.kind == ObsColumn::Kind::categorical && column.missing.empty()) {
+        std::vector<std::int32_t> category_ids;  // one lookup per category, not per cell
+        for (const std::string& category : column.categories) {
+          category_ids.push_back(id_of_text(category));
+        }
+        const std::int32_t missing_id = id_of_text("");
+        for (std::size_t r : kept_rows) {
+          const std::int32_t code = column.codes[r];
+          into.push_back(code < 0 ? missing_id : category_ids[static_cast<std::size_t>(code)]);
+        }
+        return;
       }
+      for (std::size_t r : kept_rows) into.push_back(id_of_text(cell_text(column, r)));
     };
     if (!s.options.label_column.empty()) ids_of(s.options.label_column, s.label_ids, out.labels);
     if (!s.options.group_column.empty()) ids_of(s.options.group_column, s.group_ids, out.groups);

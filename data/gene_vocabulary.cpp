@@ -6,6 +6,7 @@
 #include <fstream>
 
 #include "core/error.h"
+#include "data/range_scan.h"
 
 namespace cellfm::data {
 namespace {
@@ -128,22 +129,29 @@ GeneRemap build_gene_remap(const std::vector<std::string>& normalised_ids,
     if (id < last) remap.order_preserving = false;
     last = id;
   }
+  remap.identity = remap.unmapped == 0 && remap.merged == 0 &&
+                   static_cast<std::int64_t>(normalised_ids.size()) == vocabulary.size();
+  for (std::size_t i = 0; remap.identity && i < remap.to_vocabulary.size(); ++i) {
+    remap.identity = remap.to_vocabulary[i] == static_cast<std::int32_t>(i);
+  }
   return remap;
 }
 
 namespace {
 // Whether every row's gene indices are strictly ascending (h5ad files may store them unsorted).
 bool rows_strictly_ascending(const CsrBatch& batch) {
-  for (std::int64_t r = 0; r < batch.cells(); ++r) {
-    for (std::int64_t k = batch.offsets[r] + 1; k < batch.offsets[r + 1]; ++k) {
-      if (batch.genes[k] <= batch.genes[k - 1]) return false;
-    }
-  }
-  return true;
+  return batch.cells() == 0 ||
+         data::rows_strictly_ascending(batch.offsets.data(), batch.cells(), batch.genes.data());
 }
 }  // namespace
 
 void remap_genes(CsrBatch& batch, const GeneRemap& remap) {
+  if (remap.identity) {
+    CELLFM_CHECK(!any_outside(batch.genes.data(), batch.genes.size(),
+                              static_cast<std::int32_t>(remap.to_vocabulary.size())),
+                 "gene index outside the remap table");
+    if (rows_strictly_ascending(batch)) return;  // nothing to map, sort or merge
+  }
   if (remap.order_preserving && rows_strictly_ascending(batch)) {
     // Ascending rows stay ascending under an order-preserving remap: map in place and drop the
     // unmapped entries, no per-row sort.

@@ -45,6 +45,8 @@ struct GeneRemap {
   std::int64_t merged = 0;  ///< file genes sharing a vocabulary id with another (values summed)
   /// Mapped genes keep their relative order and none merge: rows need no re-sorting.
   bool order_preserving = false;
+  /// File gene i is vocabulary id i for every gene: ascending rows need no work at all.
+  bool identity = false;
 };
 
 /// The normalised id of each file gene: version stripped, then a symbol translated by `symbols`.

@@ -13,6 +13,7 @@
 #include "data/h5_read.h"
 #include "data/h5ad_dataframe.h"
 #include "data/h5ad_summary.h"
+#include "data/range_scan.h"
 
 namespace cellfm::data {
 
@@ -127,6 +128,8 @@ std::string numpy_type_of(hid_t dataset) {
 void H5adFile::State::validate_values(const float* values, std::size_t count,
                                       std::int64_t first_row, const std::int64_t* row_offsets,
                                       const std::string& element) const {
+  // One branch-free pass decides; the loop below only runs to name a bad value.
+  if (!any_suspect(values, count, options.require_counts)) return;
   for (std::size_t i = 0; i < count; ++i) {
     const float value = values[i];
     if (std::isfinite(value) && (value >= 0 || !options.require_counts)) continue;
@@ -453,29 +456,40 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   const std::int64_t hi = s.indptr[end];
   batch.offsets.assign(s.indptr.begin() + begin, s.indptr.begin() + end + 1);
   for (auto& offset : batch.offsets) offset -= lo;
-  std::vector<std::int64_t> indices(static_cast<std::size_t>(hi - lo));
+  // Indices straight into the int32 gene ids (int32 files need no conversion; wider values clip
+  // to int32's range, which the range check below reports with the stored value).
+  batch.genes.resize(static_cast<std::size_t>(hi - lo));
   batch.values.resize(static_cast<std::size_t>(hi - lo));
   if (s.data_chunks) {
     // pread + decode on the pool's threads; corrupt chunks are InputErrors naming the chunk.
-    ChunkedReader::read_many({{s.indices_chunks.get(), lo, hi, nullptr, indices.data()},
-                              {s.data_chunks.get(), lo, hi, batch.values.data(), nullptr}});
+    ChunkedReader::Request indices{s.indices_chunks.get(), lo, hi};
+    indices.indices = batch.genes.data();
+    ChunkedReader::Request values{s.data_chunks.get(), lo, hi};
+    values.floats = batch.values.data();
+    ChunkedReader::read_many({indices, values});
   } else {
     s.read_or_fail(
         [&] {
-          h5_read_range(s.indices.get(), H5T_NATIVE_INT64, lo, hi, indices.data());
+          h5_read_range(s.indices.get(), H5T_NATIVE_INT32, lo, hi, batch.genes.data());
           h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
         },
         rows_text(begin, end) + " of " + m.path);
   }
-  batch.genes.resize(indices.size());
-  for (std::size_t k = 0; k < indices.size(); ++k) {
-    if (indices[k] < 0 || indices[k] >= m.cols) {
-      std::int64_t r = 0;
-      while (batch.offsets[r + 1] <= static_cast<std::int64_t>(k)) ++r;
-      s.fail(m.path + "/indices has gene " + with_thousands(indices[k]) + " outside [0, " +
-             with_thousands(m.cols) + ") at row " + with_thousands(begin + r));
+  const auto cols = static_cast<std::uint32_t>(m.cols);
+  if (any_outside(batch.genes.data(), batch.genes.size(), static_cast<std::int32_t>(m.cols))) {
+    std::size_t k = 0;
+    while (static_cast<std::uint32_t>(batch.genes[k]) < cols) ++k;
+    std::int64_t stored = 0;  // the value as stored, not as clipped to int32
+    const std::int64_t element = lo + static_cast<std::int64_t>(k);
+    if (s.indices_chunks) {
+      s.indices_chunks->read(element, element + 1, &stored);
+    } else {
+      h5_read_range(s.indices.get(), H5T_NATIVE_INT64, element, element + 1, &stored);
     }
-    batch.genes[k] = static_cast<std::int32_t>(indices[k]);
+    std::int64_t r = 0;
+    while (batch.offsets[r + 1] <= static_cast<std::int64_t>(k)) ++r;
+    s.fail(m.path + "/indices has gene " + with_thousands(stored) + " outside [0, " +
+           with_thousands(m.cols) + ") at row " + with_thousands(begin + r));
   }
   s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(), m.path);
   return batch;

@@ -7,8 +7,11 @@
 #include <exception>
 #include <list>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "core/error.h"
 
@@ -33,10 +36,28 @@ void append_row(CorpusBatch& out, const CorpusBatch& source, std::int64_t row) {
   }
 }
 
-CorpusBatch slice(const CorpusBatch& source, std::int64_t begin, std::int64_t end) {
-  CorpusBatch out;
-  for (std::int64_t row = begin; row < end; ++row) append_row(out, source, row);
-  return out;
+// Room for `cells` rows with `nnz` entries (and the metadata the sources carry).
+void reserve(CorpusBatch& out, std::int64_t cells, std::int64_t nnz,
+             const std::vector<std::pair<const CorpusBatch*, std::int64_t>>& sources) {
+  const auto n = static_cast<std::size_t>(cells);
+  out.cells.offsets.reserve(n + 1);
+  out.cells.cell_ids.reserve(n);
+  out.cells.genes.reserve(static_cast<std::size_t>(nnz));
+  out.cells.values.reserve(static_cast<std::size_t>(nnz));
+  if (sources.empty()) return;
+  const CorpusBatch& first = *sources.front().first;
+  if (!first.labels.empty()) out.labels.reserve(n);
+  if (!first.groups.empty()) out.groups.reserve(n);
+  if (!first.spatial.empty()) out.spatial.reserve(2 * n);
+}
+
+// Bytes of rows [begin, end) of `source`: a block's share of the read that holds it.
+std::int64_t rows_bytes(const CorpusBatch& source, std::int64_t begin, std::int64_t end) {
+  const std::int64_t cells = end - begin;
+  const std::int64_t nnz = source.cells.offsets[end] - source.cells.offsets[begin];
+  return nnz * static_cast<std::int64_t>(sizeof(std::int32_t) + sizeof(float)) +
+         cells * static_cast<std::int64_t>(2 * sizeof(std::int64_t) + 2 * sizeof(std::int32_t) +
+                                           2 * sizeof(float));
 }
 
 }  // namespace
@@ -71,8 +92,14 @@ struct DataLoader::Impl {
   std::exception_ptr failure;
   std::thread thread;
 
-  // Block cache (I/O thread only): block id -> its cells, most recently used first.
-  std::map<std::int64_t, CorpusBatch> blocks;
+  // Block cache (I/O thread only): block id -> where its cells are, most recently used first.
+  // Adjacent blocks read together share one read; it is freed with the last of them.
+  struct CachedBlock {
+    std::shared_ptr<const CorpusBatch> read;
+    std::int64_t first_row = 0;  ///< the block's first cell within `read`
+    std::int64_t bytes = 0;      ///< the block's share of `read`
+  };
+  std::map<std::int64_t, CachedBlock> blocks;
   std::list<std::int64_t> recency;
   std::int64_t cached_bytes = 0;
 
@@ -92,7 +119,7 @@ void DataLoader::Impl::evict(std::size_t keep_blocks, const std::vector<std::int
   while (blocks.size() > keep_blocks && it != recency.begin()) {
     --it;
     if (std::find(pinned.begin(), pinned.end(), *it) != pinned.end()) continue;
-    cached_bytes -= batch_bytes(blocks[*it]);
+    cached_bytes -= blocks[*it].bytes;
     blocks.erase(*it);
     it = recency.erase(it);
   }
@@ -115,13 +142,13 @@ void DataLoader::Impl::load_blocks(const std::vector<CellRange>& ranges) {
       while (run_end + 1 <= last && !blocks.count(run_end + 1)) ++run_end;
       const std::int64_t begin = block * block_cells;
       const std::int64_t end = std::min(total, (run_end + 1) * block_cells);
-      const CorpusBatch data = corpus.read(begin, end);
+      const auto data = std::make_shared<const CorpusBatch>(corpus.read(begin, end));
       for (std::int64_t b = block; b <= run_end; ++b) {
         const std::int64_t row_begin = b * block_cells - begin;
         const std::int64_t row_end = std::min(end, (b + 1) * block_cells) - begin;
-        CorpusBatch part = slice(data, row_begin, row_end);
-        cached_bytes += batch_bytes(part);
-        blocks.emplace(b, std::move(part));
+        const std::int64_t bytes = rows_bytes(*data, row_begin, row_end);
+        cached_bytes += bytes;
+        blocks.emplace(b, CachedBlock{data, row_begin, bytes});
         touch(b);
       }
       block = run_end + 1;
@@ -153,11 +180,18 @@ void DataLoader::Impl::run() {
       loaded.step = sampled.step;
       loaded.state_after = sampler.state();
       std::vector<std::int64_t> pinned;
+      std::vector<std::pair<const CorpusBatch*, std::int64_t>> sources;  // (read, row) per cell
+      std::int64_t nnz = 0;
       for (std::int64_t ordinal : sampled.cells) {
         const std::int64_t block = ordinal / block_cells;
         pinned.push_back(block);
-        append_row(loaded.data, blocks.at(block), ordinal - block * block_cells);
+        const CachedBlock& cached = blocks.at(block);
+        const std::int64_t row = cached.first_row + ordinal - block * block_cells;
+        sources.emplace_back(cached.read.get(), row);
+        nnz += cached.read->cells.offsets[row + 1] - cached.read->cells.offsets[row];
       }
+      reserve(loaded.data, static_cast<std::int64_t>(sources.size()), nnz, sources);
+      for (const auto& [read, row] : sources) append_row(loaded.data, *read, row);
       evict(keep_blocks, pinned);
       const std::int64_t bytes = batch_bytes(loaded.data);
       {

@@ -7,6 +7,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "data/rank_order.h"
 
 namespace cellfm::data {
 namespace {
@@ -242,9 +243,12 @@ TokenBatch rank_value_tokens(const CsrBatch& batch, const std::vector<double>& g
   out.offsets.reserve(batch.offsets.size());
   out.tokens.reserve(static_cast<std::size_t>(
       std::min(batch.nnz() + batch.cells(), batch.cells() * options.max_length)));
-  std::vector<std::pair<double, std::int32_t>> ranked;  // (count / median, gene)
+  RankOrder order;
+  std::vector<std::int32_t> genes;  // one row's expressed genes and rank values
+  std::vector<double> ranks;
   for (std::int64_t r = 0; r < batch.cells(); ++r) {
-    ranked.clear();
+    genes.clear();
+    ranks.clear();
     for (std::int64_t i = batch.offsets[r]; i < batch.offsets[r + 1]; ++i) {
       const float count = batch.values[i];
       if (!(count > 0)) continue;
@@ -255,24 +259,15 @@ TokenBatch rank_value_tokens(const CsrBatch& batch, const std::vector<double>& g
                                std::to_string(median) +
                                "; gene medians must be positive and finite");
       }
-      ranked.emplace_back(double{count} / median, gene);
+      genes.push_back(gene);
+      ranks.push_back(double{count} / median);
     }
-    // Descending rank value, ties by ascending gene id: a strict total order, so partial_sort
-    // (which is not stable) still gives one deterministic answer.
-    const auto before = [](const auto& a, const auto& b) {
-      return a.first != b.first ? a.first > b.first : a.second < b.second;
-    };
+    order.sort(genes, ranks);  // descending rank value, ties by ascending gene id
     const auto keep =
-        static_cast<std::size_t>(std::min<std::int64_t>(options.max_length - 1, ranked.size()));
-    // Select the top `keep` in linear time, then sort only those (partial_sort's heap costs
-    // O(n log keep) with a large constant when keep ~ n, as with L = 2048 and ~2,000 genes).
-    if (keep < ranked.size()) {
-      std::nth_element(ranked.begin(), ranked.begin() + keep, ranked.end(), before);
-    }
-    std::sort(ranked.begin(), ranked.begin() + keep, before);
+        static_cast<std::size_t>(std::min<std::int64_t>(options.max_length - 1, genes.size()));
     out.tokens.push_back(options.cls_token);
     for (std::size_t k = 0; k < keep; ++k) {
-      out.tokens.push_back(ranked[k].second + options.gene_token_offset);
+      out.tokens.push_back(genes[k] + options.gene_token_offset);
     }
     out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
   }
