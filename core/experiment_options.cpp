@@ -18,7 +18,9 @@ bool DataOptions::operator==(const DataOptions& o) const {
          validation_fraction == o.validation_fraction && validation_files == o.validation_files &&
          validation_column == o.validation_column && validation_values == o.validation_values &&
          block_cells == o.block_cells && shuffle_blocks == o.shuffle_blocks &&
-         decode_threads == o.decode_threads && gene_stats == o.gene_stats;
+         decode_threads == o.decode_threads && transfer == o.transfer &&
+         batch_shape == o.batch_shape && group_max_cells == o.group_max_cells &&
+         gene_stats == o.gene_stats;
 }
 bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
@@ -89,6 +91,19 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
            "threads inflating compressed chunks per rank; 0: HDF5's own (locked) reads")
       .at_least(0)
       .at_most(64);
+  schema
+      .add("data.transfer", &o.data.transfer,
+           "MPI-IO transfer mode of HDF5 matrix reads (bench data measures both)")
+      .choices({"independent", "collective"});
+  schema
+      .add("data.batch_shape", &o.data.batch_shape,
+           "cells: data.batch_cells cells per rank and step; groups: all cells of one "
+           "data.group_column value (a sample or FOV) per rank and step")
+      .choices({"cells", "groups"});
+  schema
+      .add("data.group_max_cells", &o.data.group_max_cells,
+           "groups: larger groups are subsampled to this many cells (0: no cap)")
+      .at_least(0);
 
   schema.add("data.gene_stats", &o.data.gene_stats,
              "per-gene statistics (TSV) written by `cellfm prep stats`; empty: none");

@@ -9,6 +9,7 @@
 #include <list>
 #include <map>
 #include <set>
+#include <tuple>
 #include <unordered_map>
 
 #include "core/error.h"
@@ -114,6 +115,9 @@ struct FileRecord {
   std::vector<std::uint64_t> mask;         ///< bit r: row r kept; empty when every row is kept
   std::shared_ptr<const GeneRemap> remap;  ///< shared between files with identical genes
   std::vector<std::string> gene_ids;       ///< only during construction
+  /// Runs of consecutive kept cells with one group value: (value, kept index begin, end); only
+  /// during construction (then in Corpus::State::group_runs, by id and ordinal).
+  std::vector<std::tuple<std::string, std::int64_t, std::int64_t>> group_runs;
 };
 
 }  // namespace
@@ -137,6 +141,7 @@ CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, 
   options.gene_column = data.gene_column;
   options.gene_map_file = data.gene_map;
   options.decode_threads = static_cast<int>(data.decode_threads);
+  options.collective_transfer = data.transfer == "collective";
   return options;
 }
 
@@ -152,6 +157,8 @@ struct Corpus::State {
   std::unordered_map<std::string, std::int32_t> label_ids;
   std::unordered_map<std::string, std::int32_t> group_ids;
   std::int64_t cells = 0;
+  std::vector<GroupRun> group_runs;
+  std::int64_t ungrouped = 0;
   // Open files, most recently used first.
   mutable std::list<std::pair<std::size_t, std::unique_ptr<H5adFile>>> open_files;
 
@@ -159,6 +166,7 @@ struct Corpus::State {
     H5adOptions reader;
     reader.matrix = options.matrix;
     reader.decode_pool = pool;
+    reader.collective_transfer = options.collective_transfer;
     return reader;
   }
   const H5adFile& file(std::size_t index) const;
@@ -272,6 +280,22 @@ void Corpus::State::scan(std::size_t index, const std::set<std::string>& held_ou
   };
   collect(options.label_column, label_names);
   collect(options.group_column, group_names);
+  if (!options.group_column.empty()) {
+    const ObsColumn column = reader.obs_column(options.group_column, 0, info.rows);
+    std::int64_t kept_index = 0;
+    for (std::size_t r = 0; r < rows; ++r) {
+      if (!keep[r]) continue;
+      std::string text = cell_text(column, r);
+      auto& runs = record.group_runs;
+      if (!runs.empty() && std::get<0>(runs.back()) == text &&
+          std::get<2>(runs.back()) == kept_index) {
+        ++std::get<2>(runs.back());
+      } else {
+        runs.emplace_back(std::move(text), kept_index, kept_index + 1);
+      }
+      ++kept_index;
+    }
+  }
   if (!options.spatial_obsm.empty()) {
     std::int64_t columns = 0;
     reader.obsm_rows(options.spatial_obsm, 0, 0, columns);
@@ -347,6 +371,18 @@ Corpus::Corpus(const CorpusOptions& options, const parallel::Comm& comm)
     for (std::size_t i = 0; i < s.groups.size(); ++i) {
       s.group_ids.emplace(s.groups[i], static_cast<std::int32_t>(i));
     }
+    for (FileRecord& record : s.records) {
+      for (const auto& [text, begin, end] : record.group_runs) {
+        const auto found = s.group_ids.find(text);
+        if (found == s.group_ids.end()) {  // a missing value: in no group
+          s.ungrouped += end - begin;
+          continue;
+        }
+        s.group_runs.push_back({found->second, record.info.first + begin, record.info.first + end});
+      }
+      record.group_runs.clear();
+      record.group_runs.shrink_to_fit();
+    }
   });
 }
 
@@ -354,6 +390,12 @@ Corpus::~Corpus() = default;
 
 std::int64_t Corpus::cells() const {
   return state_->cells;
+}
+const std::vector<GroupRun>& Corpus::group_runs() const {
+  return state_->group_runs;
+}
+std::int64_t Corpus::ungrouped_cells() const {
+  return state_->ungrouped;
 }
 const std::vector<CorpusFileInfo>& Corpus::files() const {
   return state_->infos;
@@ -374,7 +416,7 @@ std::int64_t Corpus::index_bytes() const {
     bytes += static_cast<std::int64_t>(sizeof(FileRecord) + record.info.path.size() +
                                        record.mask.size() * sizeof(std::uint64_t));
   }
-  return bytes;
+  return bytes + static_cast<std::int64_t>(state_->group_runs.size() * sizeof(GroupRun));
 }
 
 CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {

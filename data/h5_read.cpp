@@ -162,11 +162,11 @@ std::vector<std::string> h5_read_strings(hid_t dataset, std::int64_t begin, std:
 }
 
 void h5_read_range(hid_t dataset, hid_t memory_type, std::int64_t begin, std::int64_t end,
-                   void* out) {
+                   void* out, hid_t transfer) {
   if (end <= begin) return;
   const RangeSelection selection = select_range(dataset, begin, end);
   CELLFM_H5_CHECK(H5Dread(dataset, memory_type, selection.memory_space.get(),
-                          selection.file_space.get(), H5P_DEFAULT, out));
+                          selection.file_space.get(), transfer, out));
 }
 
 std::string h5_numpy_type_name(hid_t type) {

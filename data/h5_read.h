@@ -40,9 +40,10 @@ std::vector<std::string> h5_string_array_attribute(hid_t location, const std::st
 std::vector<std::string> h5_read_strings(hid_t dataset, std::int64_t begin, std::int64_t end);
 
 /// Elements [begin, end) of a 1-D dataset converted by HDF5 to `memory_type`
-/// (e.g. H5T_NATIVE_DOUBLE); `out` must hold end - begin elements.
+/// (e.g. H5T_NATIVE_DOUBLE); `out` must hold end - begin elements. `transfer`: a dataset-transfer
+/// property list (e.g. collective MPI-IO).
 void h5_read_range(hid_t dataset, hid_t memory_type, std::int64_t begin, std::int64_t end,
-                   void* out);
+                   void* out, hid_t transfer = H5P_DEFAULT);
 
 /// The numpy name of a stored element type: "float32", "int64", "uint8", "bool" (h5py's enum),
 /// "string", or "other".

@@ -53,6 +53,7 @@ struct H5adFile::State {
   std::vector<std::int64_t> indptr;
   H5Id data;
   H5Id indices;
+  H5Id transfer;  // dataset-transfer properties of matrix reads (independent or collective)
   // CSC converted to CSR in memory (the whole matrix).
   std::optional<CsrBatch> converted;
   // Chunk decoders for data/indices (both or neither), when options.decode_pool is set.
@@ -164,6 +165,10 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
     : state_(std::make_unique<State>(path, comm)) {
   State& s = *state_;
   s.options = options;
+  s.transfer = H5Id(CELLFM_H5_CHECK(H5Pcreate(H5P_DATASET_XFER)), H5Pclose);
+  CELLFM_H5_CHECK(H5Pset_dxpl_mpio(s.transfer.get(), options.collective_transfer
+                                                         ? H5FD_MPIO_COLLECTIVE
+                                                         : H5FD_MPIO_INDEPENDENT));
   const H5adSummary summary = summarize_h5ad(s.file);
   s.generation = summary.generation;
   const hid_t id = s.file.native_id();
@@ -420,7 +425,7 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
       s.read_or_fail(
           [&] {
             CELLFM_H5_CHECK(H5Dread(s.data.get(), H5T_NATIVE_FLOAT, memory.get(), space.get(),
-                                    H5P_DEFAULT, dense.data()));
+                                    s.transfer.get(), dense.data()));
           },
           rows_text(begin, end) + " of " + m.path);
     }
@@ -470,8 +475,10 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   } else {
     s.read_or_fail(
         [&] {
-          h5_read_range(s.indices.get(), H5T_NATIVE_INT32, lo, hi, batch.genes.data());
-          h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data());
+          h5_read_range(s.indices.get(), H5T_NATIVE_INT32, lo, hi, batch.genes.data(),
+                        s.transfer.get());
+          h5_read_range(s.data.get(), H5T_NATIVE_FLOAT, lo, hi, batch.values.data(),
+                        s.transfer.get());
         },
         rows_text(begin, end) + " of " + m.path);
   }

@@ -59,6 +59,10 @@ struct H5adOptions {
   std::shared_ptr<DecodePool> decode_pool;
   /// CSC matrices are converted to CSR in memory when their arrays fit this budget.
   std::int64_t csc_budget_bytes = std::int64_t{2} << 30;
+  /// Matrix reads through HDF5 (not the chunk decoders) use collective MPI-IO transfers
+  /// (H5FD_MPIO_COLLECTIVE) instead of independent ones. Every rank of the communicator the file
+  /// was opened with must then make the same reads.
+  bool collective_transfer = false;
   /// Values must be counts: finite and non-negative (set false to read e.g. a scaled X).
   bool require_counts = true;
 };

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -60,6 +61,20 @@ std::int64_t rows_bytes(const CorpusBatch& source, std::int64_t begin, std::int6
                                            2 * sizeof(float));
 }
 
+using Sources = std::vector<std::pair<const CorpusBatch*, std::int64_t>>;  // (read, row) per cell
+
+// The rows `sources` name, in their order, in one batch.
+CorpusBatch gather(const Sources& sources) {
+  CorpusBatch out;
+  std::int64_t nnz = 0;
+  for (const auto& [read, row] : sources) {
+    nnz += read->cells.offsets[row + 1] - read->cells.offsets[row];
+  }
+  reserve(out, static_cast<std::int64_t>(sources.size()), nnz, sources);
+  for (const auto& [read, row] : sources) append_row(out, *read, row);
+  return out;
+}
+
 }  // namespace
 
 std::int64_t batch_bytes(const CorpusBatch& batch) {
@@ -73,24 +88,40 @@ std::int64_t batch_bytes(const CorpusBatch& batch) {
 
 struct DataLoader::Impl {
   Impl(const Corpus& corpus_in, const LoaderOptions& options_in)
-      : corpus(corpus_in),
-        options(options_in),
-        sampler(corpus_in.cells(), options_in.sampler, options_in.dp_rank, options_in.dp_size,
-                options_in.start),
-        steps_per_epoch(sampler.epoch_sampler().steps_per_epoch()) {}
+      : corpus(corpus_in), options(options_in) {
+    if (options.shape == BatchShape::groups) {
+      group_sampler.emplace(corpus.group_runs(), options.groups, options.dp_rank, options.dp_size,
+                            options.start);
+      steps_per_epoch = group_sampler->steps_per_epoch();
+    } else {
+      cell_sampler.emplace(corpus.cells(), options.sampler, options.dp_rank, options.dp_size,
+                           options.start);
+      steps_per_epoch = cell_sampler->epoch_sampler().steps_per_epoch();
+    }
+  }
 
   const Corpus& corpus;
   LoaderOptions options;
-  CellSampler sampler;  // owned by the I/O thread after start
-  const std::int64_t steps_per_epoch;
+  // One of the two, owned by the I/O thread after start.
+  std::optional<CellSampler> cell_sampler;
+  std::optional<GroupSampler> group_sampler;
+  std::int64_t steps_per_epoch = 0;
 
+  // The pipeline: the I/O thread numbers batches and queues them in `raw` (or, without transform
+  // threads, transforms them itself into `ready`); transform workers move them from `raw` to
+  // `ready`; next() takes them from `ready` in number order.
   std::mutex mutex;
   std::condition_variable changed;
-  std::deque<LoadedBatch> queue;
-  std::int64_t queued_bytes = 0;
+  std::deque<std::pair<std::int64_t, LoadedBatch>> raw;
+  std::map<std::int64_t, LoadedBatch> ready;
+  std::int64_t transforming = 0;  // batches a worker holds
+  std::int64_t produced = 0;      // numbers handed out by the I/O thread
+  std::int64_t delivered = 0;     // the number next() returns next
+  std::int64_t queued_bytes = 0;  // raw, transforming and ready batches (their cells)
   bool stop = false;
   std::exception_ptr failure;
   std::thread thread;
+  std::vector<std::thread> workers;
 
   // Block cache (I/O thread only): block id -> where its cells are, most recently used first.
   // Adjacent blocks read together share one read; it is freed with the last of them.
@@ -104,6 +135,10 @@ struct DataLoader::Impl {
   std::int64_t cached_bytes = 0;
 
   void run();
+  void transform_loop();
+  void fail(std::exception_ptr error);
+  LoadedBatch next_cells();
+  LoadedBatch next_group();
   void load_blocks(const std::vector<CellRange>& ranges);
   void touch(std::int64_t block);
   void evict(std::size_t keep_blocks, const std::vector<std::int64_t>& pinned);
@@ -156,62 +191,130 @@ void DataLoader::Impl::load_blocks(const std::vector<CellRange>& ranges) {
   }
 }
 
+LoadedBatch DataLoader::Impl::next_cells() {
+  const std::int64_t block_cells = options.sampler.block_cells;
+  // Enough blocks for two shuffle windows, so a window's blocks stay while it is consumed.
+  const auto keep_blocks = static_cast<std::size_t>(2 * options.sampler.shuffle_blocks + 2);
+  const EpochSampler epoch = cell_sampler->epoch_sampler();
+  const std::int64_t step = cell_sampler->step();
+  const SampledBatch sampled = cell_sampler->next();
+  load_blocks(epoch.read_ranges(step, step + 1));
+  LoadedBatch loaded;
+  loaded.epoch = sampled.epoch;
+  loaded.step = sampled.step;
+  loaded.state_after = cell_sampler->state();
+  std::vector<std::int64_t> pinned;
+  Sources sources;
+  for (std::int64_t ordinal : sampled.cells) {
+    const std::int64_t block = ordinal / block_cells;
+    pinned.push_back(block);
+    const CachedBlock& cached = blocks.at(block);
+    sources.emplace_back(cached.read.get(), cached.first_row + ordinal - block * block_cells);
+  }
+  loaded.data = gather(sources);
+  evict(keep_blocks, pinned);
+  return loaded;
+}
+
+// A group's cells: its (subsampled) ordinals read in ranges that bridge gaps of up to a block.
+LoadedBatch DataLoader::Impl::next_group() {
+  const GroupBatch sampled = group_sampler->next();
+  LoadedBatch loaded;
+  loaded.epoch = sampled.epoch;
+  loaded.step = sampled.step;
+  loaded.state_after = group_sampler->state();
+  loaded.group = sampled.group;
+  std::vector<CorpusBatch> reads;
+  const std::vector<CellRange> ranges = merge_ordinals(sampled.cells, options.sampler.block_cells);
+  reads.reserve(ranges.size());
+  Sources sources;
+  std::size_t next = 0;  // the next wanted ordinal
+  for (const CellRange& range : ranges) {
+    reads.push_back(corpus.read(range.begin, range.end));
+    for (; next < sampled.cells.size() && sampled.cells[next] < range.end; ++next) {
+      sources.emplace_back(&reads.back(), sampled.cells[next] - range.begin);
+    }
+  }
+  loaded.data = gather(sources);
+  return loaded;
+}
+
+void DataLoader::Impl::fail(std::exception_ptr error) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!failure) failure = error;
+  changed.notify_all();
+}
+
 void DataLoader::Impl::run() {
   try {
-    const std::int64_t block_cells = options.sampler.block_cells;
-    // Enough blocks for two shuffle windows, so a window's blocks stay while it is consumed.
-    const auto keep_blocks = static_cast<std::size_t>(2 * options.sampler.shuffle_blocks + 2);
     for (;;) {
       {
         std::unique_lock<std::mutex> lock(mutex);
         changed.wait(lock, [&] {
-          return stop ||
-                 (static_cast<int>(queue.size()) < options.prefetch_batches &&
-                  (queue.empty() || queued_bytes + cached_bytes <= options.memory_budget_bytes));
+          const std::int64_t held = produced - delivered;
+          return stop || failure ||
+                 (held < options.prefetch_batches &&
+                  (held == 0 || queued_bytes + cached_bytes <= options.memory_budget_bytes));
         });
-        if (stop) return;
+        if (stop || failure) return;
       }
-      const EpochSampler epoch = sampler.epoch_sampler();
-      const std::int64_t step = sampler.step();
-      const SampledBatch sampled = sampler.next();
-      load_blocks(epoch.read_ranges(step, step + 1));
-      LoadedBatch loaded;
-      loaded.epoch = sampled.epoch;
-      loaded.step = sampled.step;
-      loaded.state_after = sampler.state();
-      std::vector<std::int64_t> pinned;
-      std::vector<std::pair<const CorpusBatch*, std::int64_t>> sources;  // (read, row) per cell
-      std::int64_t nnz = 0;
-      for (std::int64_t ordinal : sampled.cells) {
-        const std::int64_t block = ordinal / block_cells;
-        pinned.push_back(block);
-        const CachedBlock& cached = blocks.at(block);
-        const std::int64_t row = cached.first_row + ordinal - block * block_cells;
-        sources.emplace_back(cached.read.get(), row);
-        nnz += cached.read->cells.offsets[row + 1] - cached.read->cells.offsets[row];
-      }
-      reserve(loaded.data, static_cast<std::int64_t>(sources.size()), nnz, sources);
-      for (const auto& [read, row] : sources) append_row(loaded.data, *read, row);
-      evict(keep_blocks, pinned);
+      LoadedBatch loaded = group_sampler ? next_group() : next_cells();
       const std::int64_t bytes = batch_bytes(loaded.data);
+      const bool inline_transform = options.transform && options.transform_threads == 0;
+      if (inline_transform) options.transform(loaded);
       {
         std::lock_guard<std::mutex> lock(mutex);
         queued_bytes += bytes;
-        queue.push_back(std::move(loaded));
+        const std::int64_t number = produced++;
+        if (options.transform && !inline_transform) {
+          raw.emplace_back(number, std::move(loaded));
+        } else {
+          ready.emplace(number, std::move(loaded));
+        }
       }
       changed.notify_all();
     }
   } catch (...) {
-    std::lock_guard<std::mutex> lock(mutex);
-    failure = std::current_exception();
+    fail(std::current_exception());
+  }
+}
+
+void DataLoader::Impl::transform_loop() {
+  for (;;) {
+    std::pair<std::int64_t, LoadedBatch> item;
+    {
+      std::unique_lock<std::mutex> lock(mutex);
+      changed.wait(lock, [&] { return stop || failure || !raw.empty(); });
+      if (stop || failure) return;
+      item = std::move(raw.front());
+      raw.pop_front();
+      ++transforming;
+    }
+    try {
+      options.transform(item.second);
+    } catch (...) {
+      fail(std::current_exception());
+      return;
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      --transforming;
+      ready.emplace(item.first, std::move(item.second));
+    }
     changed.notify_all();
   }
 }
 
-DataLoader::DataLoader(const Corpus& corpus, const LoaderOptions& options)
-    : impl_(std::make_unique<Impl>(corpus, options)) {
+DataLoader::DataLoader(const Corpus& corpus, const LoaderOptions& options) {
   CELLFM_CHECK(options.prefetch_batches >= 1, "prefetch_batches must be at least 1");
+  CELLFM_CHECK(options.transform_threads >= 0, "transform_threads must not be negative");
+  impl_ = std::make_unique<Impl>(corpus, options);
   impl_->thread = std::thread([this] { impl_->run(); });
+  if (options.transform) {
+    for (int i = 0; i < options.transform_threads; ++i) {
+      impl_->workers.emplace_back([this] { impl_->transform_loop(); });
+    }
+  }
 }
 
 DataLoader::~DataLoader() {
@@ -221,14 +324,19 @@ DataLoader::~DataLoader() {
   }
   impl_->changed.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
+  for (auto& worker : impl_->workers) worker.join();
 }
 
 LoadedBatch DataLoader::next() {
   std::unique_lock<std::mutex> lock(impl_->mutex);
-  impl_->changed.wait(lock, [&] { return !impl_->queue.empty() || impl_->failure; });
-  if (impl_->queue.empty()) std::rethrow_exception(impl_->failure);
-  LoadedBatch batch = std::move(impl_->queue.front());
-  impl_->queue.pop_front();
+  const auto available = [&] {
+    return !impl_->ready.empty() && impl_->ready.begin()->first == impl_->delivered;
+  };
+  impl_->changed.wait(lock, [&] { return available() || impl_->failure; });
+  if (!available()) std::rethrow_exception(impl_->failure);
+  LoadedBatch batch = std::move(impl_->ready.begin()->second);
+  impl_->ready.erase(impl_->ready.begin());
+  ++impl_->delivered;
   impl_->queued_bytes -= batch_bytes(batch.data);
   lock.unlock();
   impl_->changed.notify_all();

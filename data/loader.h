@@ -6,21 +6,38 @@
 // alive; next() is called from one consumer thread.
 #pragma once
 
+#include <any>
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "data/corpus.h"
+#include "data/group_sampler.h"
 #include "data/sampler.h"
 
 namespace cellfm::data {
 
+/// `cells`: batch_cells cells per rank per step (data/sampler.h); `groups`: all cells of one
+/// group value per rank per step, capped (data/group_sampler.h; CellPLM's sentences).
+enum class BatchShape { cells, groups };
+
+struct LoadedBatch;
+
 struct LoaderOptions {
-  SamplerOptions sampler;
+  BatchShape shape = BatchShape::cells;
+  SamplerOptions sampler;      ///< the cells shape; block_cells also bounds gaps read in groups
+  GroupSamplerOptions groups;  ///< the groups shape
   std::int64_t dp_rank = 0;
   std::int64_t dp_size = 1;
   SamplerState start;  ///< where the stream begins (a checkpoint's state to resume)
   int prefetch_batches = 4;
   std::int64_t memory_budget_bytes = std::int64_t{256} << 20;  ///< queued batches + cached blocks
+  /// Applied to every batch before next() returns it (tokenise, collate: fill
+  /// LoadedBatch::prepared), on `transform_threads` worker threads, or on the I/O thread when 0.
+  /// Batches still arrive in order. It must not call HDF5; an exception it throws is rethrown by
+  /// next().
+  std::function<void(LoadedBatch&)> transform;
+  int transform_threads = 0;
 };
 
 struct LoadedBatch {
@@ -28,6 +45,8 @@ struct LoadedBatch {
   std::int64_t step = 0;     ///< step within the epoch
   CorpusBatch data;          ///< this rank's cells of the step, in sampler order
   SamplerState state_after;  ///< the state to checkpoint once this batch has been trained on
+  std::int64_t group = -1;   ///< groups shape: the group's id (Corpus::groups()); -1 otherwise
+  std::any prepared;         ///< what LoaderOptions::transform made of the batch
 };
 
 class DataLoader {
