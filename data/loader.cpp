@@ -343,6 +343,27 @@ LoadedBatch DataLoader::next() {
   return batch;
 }
 
+LoaderOptions loader_options(const core::DataOptions& data, std::uint64_t seed,
+                             std::int64_t dp_rank, std::int64_t dp_size) {
+  LoaderOptions options;
+  options.shape = data.batch_shape == "groups" ? BatchShape::groups : BatchShape::cells;
+  if (options.shape == BatchShape::groups && data.group_column.empty()) {
+    throw core::UsageError(
+        "data.batch_shape: groups needs data.group_column (the obs column naming each cell's "
+        "sample or FOV)");
+  }
+  options.sampler.seed = seed;
+  options.sampler.block_cells = data.block_cells;
+  options.sampler.shuffle_blocks = data.shuffle_blocks;
+  options.sampler.batch_cells = data.batch_cells;
+  options.groups.seed = seed;
+  options.groups.max_cells = data.group_max_cells;
+  options.dp_rank = dp_rank;
+  options.dp_size = dp_size;
+  options.start.dp_history = {{0, dp_size}};
+  return options;
+}
+
 std::int64_t DataLoader::steps_per_epoch() const {
   return impl_->steps_per_epoch;
 }

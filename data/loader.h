@@ -70,6 +70,12 @@ class DataLoader {
   std::unique_ptr<Impl> impl_;
 };
 
+/// The loader options of a spec's data section for one data-parallel rank (batch shape, sampler,
+/// group cap, decode and transfer settings live in `data`). Throws UsageError for
+/// `data.batch_shape: groups` without `data.group_column`.
+LoaderOptions loader_options(const core::DataOptions& data, std::uint64_t seed,
+                             std::int64_t dp_rank, std::int64_t dp_size);
+
 /// Bytes a batch holds (for the memory budget and reports).
 std::int64_t batch_bytes(const CorpusBatch& batch);
 

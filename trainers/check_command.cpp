@@ -18,6 +18,7 @@
 #include "data/h5_file.h"
 #include "data/h5ad_file.h"
 #include "data/h5ad_summary.h"
+#include "data/loader.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
 
@@ -218,6 +219,24 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
                                                     " groups (" + o.data.group_column + ")")
                    << ":\n"
                    << corpus_table(train, validation);
+  // The batches training will draw (a groups shape needs a group column and a grouped cell).
+  const int dp = world.size() / tp;
+  parallel::run_agreed(world, [&] {
+    const data::LoaderOptions batches = data::loader_options(o.data, seed, 0, dp);
+    if (batches.shape == data::BatchShape::groups) {
+      const data::GroupSampler groups(train.group_runs(), batches.groups, 0, dp, batches.start);
+      CELLFM_LOG(info) << "batches: one group (" << o.data.group_column << ") per rank and step, "
+                       << groups.groups() << " groups, " << groups.steps_per_epoch()
+                       << " steps per epoch, groups above " << o.data.group_max_cells
+                       << " cells subsampled; " << data::with_thousands(train.ungrouped_cells())
+                       << " cells without a group value are not used";
+    } else {
+      CELLFM_LOG(info) << "batches: " << o.data.batch_cells << " cells per rank and step, "
+                       << data::with_thousands((train.cells() + dp * o.data.batch_cells - 1) /
+                                               (dp * o.data.batch_cells))
+                       << " steps per epoch on " << dp << " data-parallel ranks";
+    }
+  });
 
   check_run_directory(o.run.dir, world);
 

@@ -92,6 +92,47 @@ TEST_F(CorpusTest, EveryNonEmptyCellInFileOrderWithRemappedGenes) {
   EXPECT_EQ(corpus.files()[1].first, corpus.files()[0].kept);
 }
 
+TEST_F(CorpusTest, HdfReadsWithIndependentAndCollectiveTransfersAgreeWithExpected) {
+  for (const bool collective : {false, true}) {
+    SCOPED_TRACE(collective ? "collective" : "independent");
+    CorpusOptions o = options();
+    o.decode_threads = 0;  // every matrix read through H5Dread
+    o.collective_transfer = collective;
+    const Corpus corpus(o, world);
+    expect_cells(corpus, expected_cells([](const json&) { return true; }));
+  }
+}
+
+TEST_F(CorpusTest, GroupRunsCoverEveryGroupedCellInOrder) {
+  CorpusOptions o = options();
+  o.group_column = "assay";
+  o.filters = {{"is_primary_data", {"true"}}};  // dropped cells split no run
+  const Corpus corpus(o, world);
+  const auto want = expected_cells([](const json& cell) { return cell["is_primary_data"]; });
+  ASSERT_EQ(corpus.cells(), static_cast<std::int64_t>(want.size()));
+  std::int64_t next = 0;
+  for (const GroupRun& run : corpus.group_runs()) {
+    EXPECT_EQ(run.begin, next);  // no missing values in the fixture: contiguous cover
+    EXPECT_LT(run.begin, run.end);
+    for (std::int64_t o2 = run.begin; o2 < run.end; ++o2) {
+      EXPECT_EQ(corpus.groups()[static_cast<std::size_t>(run.group)],
+                want[static_cast<std::size_t>(o2)]["assay"].get<std::string>());
+    }
+    next = run.end;
+  }
+  EXPECT_EQ(next, corpus.cells());
+  EXPECT_EQ(corpus.ungrouped_cells(), 0);
+  // Runs are maximal: neighbours differ, unless a file boundary falls between them.
+  for (std::size_t i = 1; i < corpus.group_runs().size(); ++i) {
+    const GroupRun& a = corpus.group_runs()[i - 1];
+    const GroupRun& b = corpus.group_runs()[i];
+    if (a.group == b.group) {
+      EXPECT_NE(want[static_cast<std::size_t>(a.end - 1)]["file"],
+                want[static_cast<std::size_t>(b.begin)]["file"]);
+    }
+  }
+}
+
 TEST_F(CorpusTest, GivenVocabularyOrdersGenesAndDropsUnmapped) {
   CorpusOptions o = options();
   o.vocabulary_file = *path_ + "/vocabulary.txt";

@@ -1,12 +1,20 @@
-// The prefetching loader on the anndata-written corpus fixture: every kept cell exactly once per
-// epoch across the data-parallel ranks (the world), each batch's cells identical to a direct
-// corpus read, exact continuation from a batch's state, and progress under a tiny memory budget.
+// The prefetching loader on the anndata-written corpus fixture, where cell g stores g + 1 in each
+// gene it expresses: every kept cell exactly once per epoch across the data-parallel ranks (the
+// world), also across a change of the rank count mid-epoch; each batch's cells identical to a
+// direct corpus read; exact continuation from a batch's state; progress under a tiny memory
+// budget; group batches; transforms on worker threads.
 #include "data/loader.h"
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <map>
+#include <random>
+#include <set>
+#include <thread>
 
+#include "core/error.h"
 #include "tests/data/corpus_fixture.h"
 
 namespace cellfm::data {
@@ -119,6 +127,187 @@ TEST_F(LoaderTest, ATinyMemoryBudgetStillMakesProgress) {
     cells += loader.next().data.cells.cells();
   }
   EXPECT_EQ(world.allreduce_sum(cells), corpus.cells());
+}
+
+// The fixture's cell number g of kept ordinal o: cell 7 is empty and skipped.
+std::int64_t source_cell(std::int64_t ordinal) {
+  return ordinal < 7 ? ordinal : ordinal + 1;
+}
+
+// Every value of row r is (g + 1) times 1 or 2 (b.h5ad stores ENSG02 twice: summed).
+void expect_row_encodes_its_cell(const CorpusBatch& batch, std::int64_t r) {
+  const auto& c = batch.cells;
+  const double g1 = static_cast<double>(source_cell(c.cell_ids[r]) + 1);
+  EXPECT_GT(c.offsets[r + 1], c.offsets[r]) << "ordinal " << c.cell_ids[r];
+  for (std::int64_t k = c.offsets[r]; k < c.offsets[r + 1]; ++k) {
+    EXPECT_TRUE(c.values[k] == g1 || c.values[k] == 2 * g1)
+        << "ordinal " << c.cell_ids[r] << " holds " << c.values[k] << ", cell " << g1 - 1;
+  }
+}
+
+// Draws every batch until the end of the current epoch; counts each ordinal in `seen`.
+void drain_epoch(const Corpus& corpus, const LoaderOptions& options,
+                 std::vector<std::int64_t>& seen) {
+  DataLoader loader(corpus, options);
+  for (;;) {
+    const LoadedBatch batch = loader.next();
+    for (std::int64_t r = 0; r < batch.data.cells.cells(); ++r) {
+      ++seen[static_cast<std::size_t>(batch.data.cells.cell_ids[r])];
+      expect_row_encodes_its_cell(batch.data, r);
+    }
+    if (batch.state_after.epoch != batch.epoch) return;
+  }
+}
+
+TEST_F(LoaderTest, ChangingTheRankCountMidEpochCoversTheRestOnce) {
+  const Corpus corpus(corpus_options(), world);
+  std::vector<std::int64_t> seen(static_cast<std::size_t>(corpus.cells()), 0);
+  // Steps on the world's ranks, then the rest of the epoch on twice as many (each rank runs
+  // two of them, one after the other) and, separately, on a single rank.
+  SamplerState stopped;
+  {
+    DataLoader loader(corpus, loader_options());
+    // Stop inside the epoch: two steps, or one where the world's ranks take it in two.
+    const std::int64_t steps = std::min<std::int64_t>(2, loader.steps_per_epoch() - 1);
+    ASSERT_GE(steps, 1);
+    for (std::int64_t step = 0; step < steps; ++step) {
+      const LoadedBatch batch = loader.next();
+      for (std::int64_t r = 0; r < batch.data.cells.cells(); ++r) {
+        ++seen[static_cast<std::size_t>(batch.data.cells.cell_ids[r])];
+        expect_row_encodes_its_cell(batch.data, r);
+      }
+      stopped = batch.state_after;
+    }
+  }
+  std::vector<std::int64_t> after_one_rank = seen;
+  for (std::int64_t half = 0; half < 2; ++half) {
+    LoaderOptions options = loader_options();
+    options.start = stopped;
+    options.dp_size = 2 * world.size();
+    options.dp_rank = 2 * world.rank() + half;
+    drain_epoch(corpus, options, seen);
+  }
+  world.allreduce_sum(seen);
+  for (std::size_t o = 0; o < seen.size(); ++o) EXPECT_EQ(seen[o], 1) << "ordinal " << o;
+
+  // The same rest on one rank (every world rank plays it; only the first phase is shared).
+  world.allreduce_sum(after_one_rank);
+  std::vector<std::int64_t> rest(seen.size(), 0);
+  LoaderOptions single = loader_options();
+  single.start = stopped;
+  single.dp_size = 1;
+  single.dp_rank = 0;
+  drain_epoch(corpus, single, rest);
+  for (std::size_t o = 0; o < seen.size(); ++o) {
+    EXPECT_EQ(after_one_rank[o] + rest[o], 1) << "ordinal " << o << " on one rank";
+  }
+}
+
+// The group id of every kept cell, read directly.
+std::vector<std::int32_t> groups_of_cells(const Corpus& corpus) {
+  return corpus.read(0, corpus.cells()).groups;
+}
+
+TEST_F(LoaderTest, GroupBatchesHoldWholeGroupsOncePerEpoch) {
+  CorpusOptions corpus_o = corpus_options();
+  corpus_o.group_column = "assay";  // A/B alternate: each group is many runs over three files
+  const Corpus corpus(corpus_o, world);
+  const std::vector<std::int32_t> cell_groups = groups_of_cells(corpus);
+  ASSERT_EQ(corpus.groups(), (std::vector<std::string>{"A", "B"}));
+  LoaderOptions options = loader_options();
+  options.shape = BatchShape::groups;
+  options.groups.max_cells = 0;
+  std::vector<std::int64_t> visits(corpus.groups().size(), 0);
+  {
+    DataLoader loader(corpus, options);
+    EXPECT_EQ(loader.steps_per_epoch(), (2 + world.size() - 1) / world.size());
+    for (std::int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
+      const LoadedBatch batch = loader.next();
+      if (batch.group < 0) {  // a rank beyond the groups left at the last step
+        EXPECT_EQ(batch.data.cells.cells(), 0);
+        continue;
+      }
+      ++visits[static_cast<std::size_t>(batch.group)];
+      const std::int64_t expected_cells =
+          std::count(cell_groups.begin(), cell_groups.end(), batch.group);
+      EXPECT_EQ(batch.data.cells.cells(), expected_cells);
+      for (std::int64_t r = 0; r < batch.data.cells.cells(); ++r) {
+        EXPECT_EQ(batch.data.groups[r], batch.group);
+        EXPECT_EQ(cell_groups[static_cast<std::size_t>(batch.data.cells.cell_ids[r])], batch.group);
+        expect_row_encodes_its_cell(batch.data, r);
+      }
+    }
+  }
+  world.allreduce_sum(visits);
+  EXPECT_EQ(visits, (std::vector<std::int64_t>{1, 1}));
+}
+
+TEST_F(LoaderTest, LargeGroupsAreSubsampledTheSameWayOnEveryRun) {
+  CorpusOptions corpus_o = corpus_options();
+  corpus_o.group_column = "sample";  // one group per file: 9, 8 and 6 kept cells
+  const Corpus corpus(corpus_o, world);
+  const std::vector<std::int32_t> cell_groups = groups_of_cells(corpus);
+  LoaderOptions options = loader_options();
+  options.shape = BatchShape::groups;
+  options.groups.max_cells = 4;
+  options.dp_rank = 0;
+  options.dp_size = 1;
+  options.start = {};
+  auto epoch_cells = [&] {
+    std::map<std::int64_t, std::vector<std::int64_t>> cells;  // group -> its batch's ordinals
+    DataLoader loader(corpus, options);
+    for (std::int64_t step = 0; step < loader.steps_per_epoch(); ++step) {
+      const LoadedBatch batch = loader.next();
+      cells[batch.group] = batch.data.cells.cell_ids;
+    }
+    return cells;
+  };
+  const auto first = epoch_cells();
+  ASSERT_EQ(first.size(), 3u);
+  for (const auto& [group, cells] : first) {
+    EXPECT_EQ(cells.size(), 4u);
+    EXPECT_TRUE(std::is_sorted(cells.begin(), cells.end()));
+    EXPECT_EQ(std::set<std::int64_t>(cells.begin(), cells.end()).size(), cells.size());
+    for (std::int64_t ordinal : cells) {
+      EXPECT_EQ(cell_groups[static_cast<std::size_t>(ordinal)], group);
+    }
+  }
+  EXPECT_EQ(epoch_cells(), first);
+}
+
+TEST_F(LoaderTest, TransformThreadsKeepTheOrderAndReportFailures) {
+  const Corpus corpus(corpus_options(), world);
+  std::vector<std::vector<std::int64_t>> plain;
+  {
+    DataLoader loader(corpus, loader_options());
+    for (int i = 0; i < 12; ++i) plain.push_back(loader.next().data.cells.cell_ids);
+  }
+  LoaderOptions options = loader_options();
+  options.transform_threads = 3;
+  options.transform = [](LoadedBatch& batch) {
+    // Uneven work, so later batches often finish first.
+    thread_local std::mt19937 random(std::hash<std::thread::id>()(std::this_thread::get_id()));
+    std::this_thread::sleep_for(std::chrono::microseconds(random() % 3000));
+    batch.prepared = batch.data.cells.cell_ids;
+  };
+  {
+    DataLoader loader(corpus, options);
+    for (const auto& expected : plain) {
+      const LoadedBatch batch = loader.next();
+      EXPECT_EQ(batch.data.cells.cell_ids, expected);
+      EXPECT_EQ(std::any_cast<std::vector<std::int64_t>>(batch.prepared), expected);
+    }
+  }
+  auto transformed = std::make_shared<std::atomic<int>>(0);
+  options.transform = [transformed](LoadedBatch&) {
+    if (++*transformed == 3) throw core::InputError("tokeniser: the third batch is bad");
+  };
+  DataLoader failing(corpus, options);
+  EXPECT_THROW(
+      {
+        for (int i = 0; i < 4; ++i) failing.next();
+      },
+      core::InputError);
 }
 
 }  // namespace
