@@ -142,6 +142,7 @@ CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, 
   options.gene_map_file = data.gene_map;
   options.decode_threads = static_cast<int>(data.decode_threads);
   options.collective_transfer = data.transfer == "collective";
+  options.block_cells = data.block_cells;
   return options;
 }
 
@@ -167,6 +168,7 @@ struct Corpus::State {
     reader.matrix = options.matrix;
     reader.decode_pool = pool;
     reader.collective_transfer = options.collective_transfer;
+    reader.block_cells = options.block_cells;
     return reader;
   }
   const H5adFile& file(std::size_t index) const;

@@ -43,6 +43,7 @@ struct CorpusOptions {
   /// MPI-IO transfers; each rank reads its own files (opened on MPI_COMM_SELF) either way. The
   /// default: collective measured ~20% faster than independent here (`cellfm bench data`).
   bool collective_transfer = true;
+  std::int64_t block_cells = 256;  ///< rows per read block: sizes HDF5's chunk cache per file
 };
 
 /// The corpus options of a spec's data section for one split.

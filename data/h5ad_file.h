@@ -63,6 +63,9 @@ struct H5adOptions {
   /// (H5FD_MPIO_COLLECTIVE) instead of independent ones. Every rank of the communicator the file
   /// was opened with must then make the same reads.
   bool collective_transfer = false;
+  /// Rows read together (the loader's block): chunked arrays read through HDF5 get a chunk cache
+  /// holding that many rows' chunks.
+  std::int64_t block_cells = 256;
   /// Values must be counts: finite and non-negative (set false to read e.g. a scaled X).
   bool require_counts = true;
 };

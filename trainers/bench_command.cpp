@@ -256,6 +256,7 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
       corpus_options.files = inputs;
     }
     if (options.decode_threads) corpus_options.decode_threads = *options.decode_threads;
+    corpus_options.block_cells = options.block_cells;
   });
   std::vector<std::string> files;
   parallel::run_agreed(world, [&] { files = data::expand_file_patterns(corpus_options.files); });
