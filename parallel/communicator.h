@@ -37,6 +37,9 @@ struct CommunicatorOptions {
   /// step) and the job aborted; 0 disables the watchdog.
   std::chrono::milliseconds timeout{std::chrono::minutes(10)};
   std::string name = "world";  ///< the communicator's name in messages ("data-parallel")
+  /// MPI backend: start each collective with MPI's non-blocking call (MPI_Iallreduce, ...) and
+  /// complete it with MPI_Wait on the collective thread, instead of the blocking call there.
+  bool nonblocking_mpi = false;
 };
 
 class Communicator {

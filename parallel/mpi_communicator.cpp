@@ -1,6 +1,8 @@
-// MpiCommunicator: tensor collectives as non-blocking MPI calls on a private duplicate of the
-// communicator, started and completed on the collective queue's thread (which drives MPI's
-// progress while the caller computes). bfloat16 and float16 reduce through user-defined MPI ops.
+// MpiCommunicator: tensor collectives on a private duplicate of the communicator, run on the
+// collective queue's thread while the caller computes: blocking MPI calls by default, or
+// non-blocking ones completed by MPI_Wait. (Open MPI serves non-blocking collectives from
+// libnbc, whose large-message allreduce measured ~1.5x slower here than the tuned blocking one:
+// `cellfm bench comm --nonblocking-mpi`.) bfloat16 and float16 reduce through user-defined ops.
 #include "parallel/mpi_communicator.h"
 
 #include <mpi.h>
@@ -120,6 +122,7 @@ class MpiCommunicator : public Communicator {
  public:
   MpiCommunicator(const Comm& comm, const CommunicatorOptions& options)
       : comm_(comm.split(0, comm.rank())),  // a private duplicate: no interleaving with others
+        nonblocking_(options.nonblocking_mpi),
         queue_(
             "communicator '" + options.name + "' (mpi, " + std::to_string(comm.size()) + " ranks)",
             options.timeout) {}
@@ -166,10 +169,14 @@ class MpiCommunicator : public Communicator {
       const std::int64_t element = staged.buffer.element_size();
       for (std::int64_t done = 0, n = staged.buffer.numel(); done < n;) {
         const int count = static_cast<int>(std::min<std::int64_t>(n - done, INT_MAX / 2));
-        MPI_Request request;
-        CELLFM_MPI_CHECK(
-            MPI_Ibcast(data + done * element, count, type, root, native(comm_), &request));
-        wait(request);
+        call(
+            [&] {
+              CELLFM_MPI_CHECK(MPI_Bcast(data + done * element, count, type, root, native(comm_)));
+            },
+            [&](MPI_Request* request) {
+              CELLFM_MPI_CHECK(
+                  MPI_Ibcast(data + done * element, count, type, root, native(comm_), request));
+            });
         done += count;
       }
       staged.finish();
@@ -183,10 +190,15 @@ class MpiCommunicator : public Communicator {
     return queue_.submit("allgather", bytes_of(output), [this, output, input, type, count] {
       Staged out(output);
       const torch::Tensor in = input.to(torch::kCPU).contiguous();
-      MPI_Request request;
-      CELLFM_MPI_CHECK(MPI_Iallgather(in.data_ptr(), count, type, out.buffer.data_ptr(), count,
-                                      type, native(comm_), &request));
-      wait(request);
+      call(
+          [&] {
+            CELLFM_MPI_CHECK(MPI_Allgather(in.data_ptr(), count, type, out.buffer.data_ptr(), count,
+                                           type, native(comm_)));
+          },
+          [&](MPI_Request* request) {
+            CELLFM_MPI_CHECK(MPI_Iallgather(in.data_ptr(), count, type, out.buffer.data_ptr(),
+                                            count, type, native(comm_), request));
+          });
       out.finish();
     });
   }
@@ -208,10 +220,16 @@ class MpiCommunicator : public Communicator {
         [this, output, input, type, reduce, count, op, ranks] {
           Staged out(output);
           const torch::Tensor in = input.to(torch::kCPU).contiguous();
-          MPI_Request request;
-          CELLFM_MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.buffer.data_ptr(), count,
-                                                     type, reduce, native(comm_), &request));
-          wait(request);
+          call(
+              [&] {
+                CELLFM_MPI_CHECK(MPI_Reduce_scatter_block(in.data_ptr(), out.buffer.data_ptr(),
+                                                          count, type, reduce, native(comm_)));
+              },
+              [&](MPI_Request* request) {
+                CELLFM_MPI_CHECK(MPI_Ireduce_scatter_block(in.data_ptr(), out.buffer.data_ptr(),
+                                                           count, type, reduce, native(comm_),
+                                                           request));
+              });
           if (op == ReduceOp::average) out.buffer.div_(ranks);
           out.finish();
         });
@@ -219,13 +237,25 @@ class MpiCommunicator : public Communicator {
 
   std::shared_ptr<Work> barrier_async() override {
     return queue_.submit("barrier", 0, [this] {
-      MPI_Request request;
-      CELLFM_MPI_CHECK(MPI_Ibarrier(native(comm_), &request));
-      wait(request);
+      call([&] { CELLFM_MPI_CHECK(MPI_Barrier(native(comm_))); },
+           [&](MPI_Request* request) { CELLFM_MPI_CHECK(MPI_Ibarrier(native(comm_), request)); });
     });
   }
 
  private:
+  // Runs one collective on the queue's thread: the blocking call, or the non-blocking one
+  // completed by MPI_Wait (CommunicatorOptions::nonblocking_mpi).
+  template <typename Blocking, typename Start>
+  void call(Blocking blocking, Start start) const {
+    if (!nonblocking_) {
+      blocking();
+      return;
+    }
+    MPI_Request request;
+    start(&request);
+    wait(request);
+  }
+
   // `whole` holds size() parts shaped like `part` (same dtype and device).
   void check_parts(const torch::Tensor& whole, const torch::Tensor& part, const char* what) const {
     if (whole.numel() != part.numel() * size() || whole.scalar_type() != part.scalar_type()) {
@@ -237,6 +267,7 @@ class MpiCommunicator : public Communicator {
   }
 
   Comm comm_;
+  bool nonblocking_;
   CollectiveQueue queue_;  // last: its thread stops before comm_ is freed
 };
 

@@ -192,9 +192,14 @@ std::string fixed(double value, int digits = 0) {
 }  // namespace
 
 int run_bench_command(const std::vector<std::string>& args, CliContext& context) {
+  if (!args.empty() && args.front() == "comm") {
+    return run_bench_comm(std::vector<std::string>(args.begin() + 1, args.end()), context);
+  }
   const parallel::Comm& world = context.world;
   po::options_description described;
-  described.add_options()("target", po::value<std::string>()->required(), "what to measure: data")(
+  described.add_options()(
+      "target", po::value<std::string>()->required(),
+      "what to measure: data (comm has its own options: cellfm bench comm --help)")(
       "inputs", po::value<std::vector<std::string>>()->required(),
       "an experiment spec (.yaml) or .h5ad files/globs")(
       "seconds", po::value<double>(), "stop each measured path after S seconds (default: none)")(
@@ -218,7 +223,7 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
   if (!values) return 0;
   if ((*values)["target"].as<std::string>() != "data") {
     throw core::UsageError("bench: unknown target '" + (*values)["target"].as<std::string>() +
-                           "'; the benchmarks are: data");
+                           "'; the benchmarks are: data, comm");
   }
   const auto inputs = (*values)["inputs"].as<std::vector<std::string>>();
   const bool as_json = values->count("json") > 0;

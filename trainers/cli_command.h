@@ -43,5 +43,7 @@ int run_inspect_command(const std::vector<std::string>& args, CliContext& contex
 int run_synth_command(const std::vector<std::string>& args, CliContext& context);
 int run_prep_command(const std::vector<std::string>& args, CliContext& context);
 int run_bench_command(const std::vector<std::string>& args, CliContext& context);
+/// `bench comm` (run_bench_command hands its arguments after the target on).
+int run_bench_comm(const std::vector<std::string>& args, CliContext& context);
 
 }  // namespace cellfm::trainers

@@ -15,7 +15,9 @@ const std::vector<CliCommand>& cli_commands() {
       {"prep", "corpus preparation: per-gene statistics (stats), CSR copies (convert)",
        run_prep_command},
       {"bench",
-       "benchmarks: data (corpus to batches, with the h5py/anndata peers and the page-cache bound)",
+       "benchmarks: data (corpus to batches, with the h5py/anndata peers and the page-cache "
+       "bound); "
+       "comm (tensor allreduce bandwidth beside raw MPI_Allreduce)",
        run_bench_command},
   };
   return commands;

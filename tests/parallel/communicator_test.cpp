@@ -134,6 +134,37 @@ TEST_F(CommunicatorTest, MismatchedShapesAreUsageErrors) {
                core::UsageError);
 }
 
+TEST(NonBlockingMpi, EveryCollectiveGivesTheBlockingResults) {
+  CommunicatorOptions options;
+  options.nonblocking_mpi = true;
+  const auto nonblocking = Communicator::create(Comm::world(), torch::Device(torch::kCPU), options);
+  const auto blocking = Communicator::create(Comm::world(), torch::Device(torch::kCPU));
+  const int rank = blocking->rank();
+  const int size = blocking->size();
+  for (const torch::ScalarType dtype : {torch::kFloat32, torch::kBFloat16, torch::kInt64}) {
+    SCOPED_TRACE(c10::toString(dtype));
+    for (const ReduceOp op : {ReduceOp::sum, ReduceOp::max}) {
+      torch::Tensor a = rank_values(300, rank, dtype);
+      torch::Tensor b = a.clone();
+      nonblocking->allreduce(a, op);
+      blocking->allreduce(b, op);
+      EXPECT_TRUE(torch::equal(a, b));
+    }
+    torch::Tensor a = rank_values(30, rank, dtype);
+    nonblocking->broadcast(a, 0);
+    EXPECT_TRUE(torch::equal(a, rank_values(30, 0, dtype)));
+    torch::Tensor gathered = torch::empty({size * 30}, dtype);
+    nonblocking->allgather(gathered, rank_values(30, rank, dtype));
+    EXPECT_TRUE(torch::equal(gathered.slice(0, 0, 30), rank_values(30, 0, dtype)));
+    torch::Tensor part = torch::empty({30}, dtype);
+    torch::Tensor reference = torch::empty({30}, dtype);
+    nonblocking->reduce_scatter(part, rank_values(size * 30, rank, dtype), ReduceOp::sum);
+    blocking->reduce_scatter(reference, rank_values(size * 30, rank, dtype), ReduceOp::sum);
+    EXPECT_TRUE(torch::equal(part, reference));
+  }
+  nonblocking->barrier();
+}
+
 TEST(RankGrid, TensorParallelRanksAreConsecutive) {
   const Comm world = Comm::world();
   for (int tp = 1; tp <= world.size(); ++tp) {

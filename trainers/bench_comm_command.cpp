@@ -1,0 +1,152 @@
+// `cellfm bench comm`: the tensor communicator's allreduce (float32, sum) from 1 KB to 256 MB,
+// next to plain MPI_Allreduce calls on a plain buffer of the same size in the same run, as
+// algorithm and bus bandwidth (nccl-tests' definitions: algbw = bytes / time, busbw = algbw *
+// 2 (n - 1) / n). Medians over the timed calls; rank 0 prints.
+#include <algorithm>
+#include <chrono>
+#include <iomanip>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "parallel/communicator.h"
+#include "parallel/raw_allreduce.h"
+#include "trainers/cli_command.h"
+
+namespace cellfm::trainers {
+namespace {
+
+namespace po = boost::program_options;
+using nlohmann::ordered_json;
+
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t n = values.size();
+  return n == 0 ? 0 : n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
+}
+
+// Seconds of each allreduce through the communicator, timed like time_raw_allreduce.
+std::vector<double> time_communicator(parallel::Communicator& communicator,
+                                      const parallel::Comm& world, std::int64_t bytes,
+                                      int iterations) {
+  torch::Tensor tensor = torch::ones({bytes / 4}, torch::kFloat32);
+  std::vector<double> seconds;
+  for (int i = -1; i < iterations; ++i) {
+    world.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    communicator.allreduce(tensor, parallel::ReduceOp::sum);
+    const double elapsed =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double slowest =
+        static_cast<double>(world.allreduce_max(static_cast<std::int64_t>(elapsed * 1e9))) / 1e9;
+    if (i >= 0) seconds.push_back(slowest);
+  }
+  return seconds;
+}
+
+std::string human_bytes(std::int64_t bytes) {
+  const char* units[] = {"B", "KB", "MB", "GB"};
+  int unit = 0;
+  double value = static_cast<double>(bytes);
+  while (value >= 1024 && unit < 3) {
+    value /= 1024;
+    ++unit;
+  }
+  std::ostringstream out;
+  out << value << ' ' << units[unit];
+  return out.str();
+}
+
+}  // namespace
+
+int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
+  const parallel::Comm& world = context.world;
+  po::options_description described;
+  described.add_options()("json", "print one JSON object instead of text")(
+      "min-bytes", po::value<std::int64_t>(), "smallest message (default 1024)")(
+      "max-bytes", po::value<std::int64_t>(), "largest message (default 268435456 = 256 MB)")(
+      "iterations", po::value<int>(),
+      "timed calls per size and path (default: 50 below 1 MB, fewer above, at least 5)")(
+      "nonblocking-mpi", "the communicator starts MPI's non-blocking collectives and waits");
+  const auto values = parse_command_options(
+      "bench comm",
+      "cellfm bench comm [--json] [--min-bytes B] [--max-bytes B] [--iterations N] "
+      "[--nonblocking-mpi]",
+      described, po::positional_options_description(), args, world);
+  if (!values) return 0;
+  std::int64_t min_bytes = 1024;
+  std::int64_t max_bytes = std::int64_t{256} << 20;
+  if (values->count("min-bytes")) min_bytes = (*values)["min-bytes"].as<std::int64_t>();
+  if (values->count("max-bytes")) max_bytes = (*values)["max-bytes"].as<std::int64_t>();
+  const int fixed_iterations = values->count("iterations") ? (*values)["iterations"].as<int>() : 0;
+  if (min_bytes < 4 || max_bytes < min_bytes || fixed_iterations < 0) {
+    throw core::UsageError(
+        "bench comm: need 4 <= --min-bytes <= --max-bytes and --iterations >= 1");
+  }
+  parallel::CommunicatorOptions communicator_options;
+  communicator_options.nonblocking_mpi = values->count("nonblocking-mpi") > 0;
+  auto communicator =
+      parallel::Communicator::create(world, torch::Device(torch::kCPU), communicator_options);
+  const int n = world.size();
+  const double bus_factor = n > 1 ? 2.0 * (n - 1) / n : 0.0;
+
+  ordered_json sizes = ordered_json::array();
+  for (std::int64_t bytes = min_bytes; bytes <= max_bytes; bytes *= 4) {
+    const std::int64_t rounded = bytes / 4 * 4;
+    const int iterations =
+        fixed_iterations > 0
+            ? fixed_iterations
+            : static_cast<int>(std::clamp<std::int64_t>((std::int64_t{64} << 20) / rounded, 5, 50));
+    // Alternate the two paths in rounds so drifting machine load hits both alike.
+    std::vector<double> ours;
+    std::vector<double> raw;
+    for (int round = 0; round < 5; ++round) {
+      const int count = std::max(1, iterations / 5);
+      for (double s : time_communicator(*communicator, world, rounded, count)) ours.push_back(s);
+      for (double s : parallel::time_raw_allreduce(world, rounded, count)) raw.push_back(s);
+    }
+    const double ours_s = median(ours);
+    const double raw_s = median(raw);
+    ordered_json size;
+    size["bytes"] = rounded;
+    size["algbw"] = rounded / ours_s / 1e9;
+    size["busbw"] = rounded / ours_s / 1e9 * bus_factor;
+    size["raw_algbw"] = rounded / raw_s / 1e9;
+    size["raw_busbw"] = rounded / raw_s / 1e9 * bus_factor;
+    size["seconds"] = ours_s;
+    size["raw_seconds"] = raw_s;
+    size["ratio"] = raw_s / ours_s;
+    size["calls"] = ours.size();
+    sizes.push_back(size);
+  }
+  if (world.rank() != 0) return 0;
+  ordered_json j;
+  j["ranks"] = n;
+  j["backend"] = communicator->backend();
+  j["nonblocking_mpi"] = communicator_options.nonblocking_mpi;
+  j["dtype"] = "float32";
+  j["sizes"] = sizes;
+  if (values->count("json")) {
+    std::cout << j.dump(2) << '\n' << std::flush;
+    return 0;
+  }
+  std::ostringstream out;
+  out << "bench comm: allreduce (sum, float32) on " << n << " rank(s), backend "
+      << communicator->backend() << "; medians; bus bandwidth = algbw * 2(n-1)/n\n";
+  out << std::right << std::setw(10) << "size" << std::setw(12) << "time us" << std::setw(12)
+      << "busbw GB/s" << std::setw(14) << "raw time us" << std::setw(16) << "raw busbw GB/s"
+      << std::setw(12) << "ours/raw" << '\n';
+  for (const auto& size : sizes) {
+    out << std::setw(10) << human_bytes(size["bytes"].get<std::int64_t>()) << std::fixed
+        << std::setprecision(1) << std::setw(12) << size["seconds"].get<double>() * 1e6
+        << std::setprecision(3) << std::setw(12) << size["busbw"].get<double>()
+        << std::setprecision(1) << std::setw(14) << size["raw_seconds"].get<double>() * 1e6
+        << std::setprecision(3) << std::setw(16) << size["raw_busbw"].get<double>()
+        << std::setprecision(2) << std::setw(12) << size["ratio"].get<double>() << '\n';
+  }
+  std::cout << out.str() << std::flush;
+  return 0;
+}
+
+}  // namespace cellfm::trainers
