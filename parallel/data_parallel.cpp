@@ -243,4 +243,10 @@ std::vector<std::vector<std::string>> DataParallel::bucket_names() const {
   return names;
 }
 
+std::vector<std::int64_t> DataParallel::bucket_elements() const {
+  std::vector<std::int64_t> elements;
+  for (const auto& bucket : state_->buckets) elements.push_back(bucket.flat.numel());
+  return elements;
+}
+
 }  // namespace cellfm::parallel

@@ -51,6 +51,8 @@ class DataParallel {
 
   /// Parameter names of each bucket, in the order buckets are reduced.
   std::vector<std::vector<std::string>> bucket_names() const;
+  /// Elements of each bucket, in the same order.
+  std::vector<std::int64_t> bucket_elements() const;
 
   struct State;
 

@@ -1,8 +1,7 @@
 // MpiCommunicator: tensor collectives on a private duplicate of the communicator, run on the
 // collective queue's thread while the caller computes: blocking MPI calls by default, or
-// non-blocking ones completed by MPI_Wait. (Open MPI serves non-blocking collectives from
-// libnbc, whose large-message allreduce measured ~1.5x slower here than the tuned blocking one:
-// `cellfm bench comm --nonblocking-mpi`.) bfloat16 and float16 reduce through user-defined ops.
+// non-blocking ones completed by MPI_Wait (`cellfm bench comm --nonblocking-mpi` compares them).
+// bfloat16 and float16 reduce through user-defined ops.
 #include "parallel/mpi_communicator.h"
 
 #include <mpi.h>

@@ -1,7 +1,8 @@
 // `cellfm bench comm`: the tensor communicator's allreduce (float32, sum) from 1 KB to 256 MB,
 // next to plain MPI_Allreduce calls on a plain buffer of the same size in the same run, as
 // algorithm and bus bandwidth (nccl-tests' definitions: algbw = bytes / time, busbw = algbw *
-// 2 (n - 1) / n). Medians over the timed calls; rank 0 prints.
+// 2 (n - 1) / n); then how much of data-parallel gradient sync hides behind backward for a
+// ~50M-parameter transformer. Medians over the timed calls; rank 0 prints.
 #include <algorithm>
 #include <chrono>
 #include <iomanip>
@@ -11,6 +12,7 @@
 
 #include "core/error.h"
 #include "parallel/communicator.h"
+#include "parallel/data_parallel.h"
 #include "parallel/raw_allreduce.h"
 #include "trainers/cli_command.h"
 
@@ -30,7 +32,7 @@ double median(std::vector<double> values) {
 std::vector<double> time_communicator(parallel::Communicator& communicator,
                                       const parallel::Comm& world, std::int64_t bytes,
                                       int iterations) {
-  torch::Tensor tensor = torch::ones({bytes / 4}, torch::kFloat32);
+  torch::Tensor tensor = torch::zeros({bytes / 4}, torch::kFloat32);
   std::vector<double> seconds;
   for (int i = -1; i < iterations; ++i) {
     world.barrier();
@@ -43,6 +45,85 @@ std::vector<double> time_communicator(parallel::Communicator& communicator,
     if (i >= 0) seconds.push_back(slowest);
   }
   return seconds;
+}
+
+// A transformer encoder of about 50M parameters (16 layers, d = 512, 8 heads, feed-forward 2048)
+// and one rank's batch (one sequence of 16 tokens: a short backward on a CPU core).
+struct OverlapModel {
+  torch::nn::TransformerEncoder encoder{torch::nn::TransformerEncoderOptions(
+      torch::nn::TransformerEncoderLayerOptions(512, 8).dim_feedforward(2048).dropout(0.0), 16)};
+  torch::Tensor input = torch::randn({16, 1, 512});
+  double step() {  // forward + backward, seconds
+    const auto start = std::chrono::steady_clock::now();
+    encoder->forward(input).square().mean().backward();
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+};
+
+// The fraction of gradient-sync time hidden behind backward: 1 - (with sync - without) / sync
+// alone, from medians; every time is the slowest rank's.
+ordered_json measure_overlap(const parallel::Comm& world, int iterations) {
+  torch::manual_seed(0);
+  OverlapModel model;
+  std::vector<std::pair<std::string, torch::Tensor>> parameters;
+  std::int64_t count = 0;
+  for (const auto& item : model.encoder->named_parameters()) {
+    parameters.emplace_back(item.key(), item.value());
+    count += item.value().numel();
+  }
+  auto slowest = [&](double seconds) {
+    return static_cast<double>(world.allreduce_max(static_cast<std::int64_t>(seconds * 1e9))) / 1e9;
+  };
+  // Without synchronisation.
+  std::vector<double> without;
+  for (int i = -1; i < iterations; ++i) {
+    for (auto& p : model.encoder->parameters()) p.mutable_grad() = torch::Tensor();
+    world.barrier();
+    const double t = slowest(model.step());
+    if (i >= 0) without.push_back(t);
+  }
+  // With DDP's overlapped bucket allreduces.
+  auto communicator = parallel::Communicator::create(world, torch::Device(torch::kCPU));
+  parallel::DataParallel ddp(parameters, world, communicator);
+  std::vector<double> with;
+  for (int i = -1; i < iterations; ++i) {
+    ddp.zero_grad();
+    world.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    model.step();
+    ddp.finish();
+    const double t =
+        slowest(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (i >= 0) with.push_back(t);
+  }
+  // The same buckets' allreduces alone.
+  std::vector<torch::Tensor> buckets;
+  for (std::int64_t elements : ddp.bucket_elements()) buckets.push_back(torch::zeros({elements}));
+  std::vector<double> sync;
+  for (int i = -1; i < iterations; ++i) {
+    world.barrier();
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<std::shared_ptr<parallel::Work>> works;
+    for (auto& bucket : buckets) {
+      works.push_back(communicator->allreduce_async(bucket, parallel::ReduceOp::average));
+    }
+    for (auto& work : works) work->wait();
+    const double t =
+        slowest(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+    if (i >= 0) sync.push_back(t);
+  }
+  const double without_s = median(without);
+  const double with_s = median(with);
+  const double sync_s = median(sync);
+  ordered_json j;
+  j["parameters"] = count;
+  j["buckets"] = buckets.size();
+  j["backward_s"] = without_s;
+  j["backward_with_sync_s"] = with_s;
+  j["sync_alone_s"] = sync_s;
+  j["hidden_fraction"] =
+      sync_s > 0 ? std::clamp(1.0 - (with_s - without_s) / sync_s, 0.0, 1.0) : 0.0;
+  return j;
 }
 
 std::string human_bytes(std::int64_t bytes) {
@@ -68,11 +149,13 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
       "max-bytes", po::value<std::int64_t>(), "largest message (default 268435456 = 256 MB)")(
       "iterations", po::value<int>(),
       "timed calls per size and path (default: 50 below 1 MB, fewer above, at least 5)")(
-      "nonblocking-mpi", "the communicator starts MPI's non-blocking collectives and waits");
+      "nonblocking-mpi", "the communicator starts MPI's non-blocking collectives and waits")(
+      "no-overlap", "skip the overlap measurement (a ~50M-parameter transformer, >= 2 ranks)")(
+      "overlap-iterations", po::value<int>(), "timed steps per overlap mode (default 5)");
   const auto values = parse_command_options(
       "bench comm",
       "cellfm bench comm [--json] [--min-bytes B] [--max-bytes B] [--iterations N] "
-      "[--nonblocking-mpi]",
+      "[--nonblocking-mpi] [--no-overlap] [--overlap-iterations N]",
       described, po::positional_options_description(), args, world);
   if (!values) return 0;
   std::int64_t min_bytes = 1024;
@@ -103,8 +186,8 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
     std::vector<double> raw;
     for (int round = 0; round < 5; ++round) {
       const int count = std::max(1, iterations / 5);
-      for (double s : time_communicator(*communicator, world, rounded, count)) ours.push_back(s);
       for (double s : parallel::time_raw_allreduce(world, rounded, count)) raw.push_back(s);
+      for (double s : time_communicator(*communicator, world, rounded, count)) ours.push_back(s);
     }
     const double ours_s = median(ours);
     const double raw_s = median(raw);
@@ -120,6 +203,16 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
     size["calls"] = ours.size();
     sizes.push_back(size);
   }
+  // Overlap: one intra-op thread per rank, so ranks sharing a node do not oversubscribe it.
+  ordered_json overlap;
+  if (world.size() > 1 && values->count("no-overlap") == 0) {
+    const int threads = torch::get_num_threads();
+    torch::set_num_threads(1);
+    const int iterations =
+        values->count("overlap-iterations") ? (*values)["overlap-iterations"].as<int>() : 5;
+    overlap = measure_overlap(world, std::max(1, iterations));
+    torch::set_num_threads(threads);
+  }
   if (world.rank() != 0) return 0;
   ordered_json j;
   j["ranks"] = n;
@@ -127,6 +220,10 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
   j["nonblocking_mpi"] = communicator_options.nonblocking_mpi;
   j["dtype"] = "float32";
   j["sizes"] = sizes;
+  if (!overlap.is_null()) {
+    j["overlap"] = overlap["hidden_fraction"];
+    j["overlap_detail"] = overlap;
+  }
   if (values->count("json")) {
     std::cout << j.dump(2) << '\n' << std::flush;
     return 0;
@@ -144,6 +241,16 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
         << std::setprecision(1) << std::setw(14) << size["raw_seconds"].get<double>() * 1e6
         << std::setprecision(3) << std::setw(16) << size["raw_busbw"].get<double>()
         << std::setprecision(2) << std::setw(12) << size["ratio"].get<double>() << '\n';
+  }
+  if (!overlap.is_null()) {
+    out << std::setprecision(3) << "overlap (transformer, "
+        << overlap["parameters"].get<std::int64_t>() / 1e6 << "M parameters, "
+        << overlap["buckets"].get<std::size_t>() << " buckets, medians): backward "
+        << overlap["backward_s"].get<double>() << " s, with sync "
+        << overlap["backward_with_sync_s"].get<double>() << " s, sync alone "
+        << overlap["sync_alone_s"].get<double>() << " s: " << std::setprecision(0)
+        << overlap["hidden_fraction"].get<double>() * 100
+        << "% of the sync hidden behind backward\n";
   }
   std::cout << out.str() << std::flush;
   return 0;
