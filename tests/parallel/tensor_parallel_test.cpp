@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "parallel/vocab_parallel.h"
 
 namespace cellfm::parallel {
 namespace {
@@ -118,6 +119,57 @@ TEST(TensorParallel, FiniteDifferencesAgreeWithBackward) {
     w.view(-1)[0] += eps;
   }
   EXPECT_NEAR(analytic, (values[0] - values[1]) / (2 * eps), 1e-7);
+}
+
+TEST(VocabParallel, EmbeddingEqualsTheFullTable) {
+  const auto tp = Communicator::create(Comm::world(), torch::kCPU);
+  const std::int64_t vocabulary = 10;  // padded to 12 on 4 ranks
+  VocabParallelEmbedding embedding(vocabulary, 3, tp, 21);
+  embedding->to(torch::kFloat64);
+  const torch::Tensor ids = torch::tensor({{0, 9, 4}, {7, 2, 9}}, torch::kInt64);
+  torch::manual_seed(6);
+  const torch::Tensor upstream = torch::randn({2, 3, 3}, torch::kFloat64);
+  const torch::Tensor out = embedding->forward(ids);
+  (out * upstream).sum().backward();
+
+  const std::int64_t padded = padded_vocabulary(vocabulary, tp->size());
+  torch::Tensor full = initial_embedding(padded, 3, 21).to(torch::kFloat64).requires_grad_();
+  const torch::Tensor want = torch::embedding(full, ids);
+  (want * upstream).sum().backward();
+  EXPECT_TRUE(torch::equal(out, want));
+  const std::int64_t part = padded / tp->size();
+  EXPECT_TRUE(torch::allclose(embedding->weight.grad(),
+                              full.grad().slice(0, embedding->first, embedding->first + part)));
+}
+
+TEST(VocabParallel, CrossEntropyEqualsTheGatheredOne) {
+  const auto tp = Communicator::create(Comm::world(), torch::kCPU);
+  const std::int64_t vocabulary = 13;
+  const std::int64_t padded = padded_vocabulary(vocabulary, tp->size());
+  const std::int64_t part = padded / tp->size();
+  torch::manual_seed(8);
+  const torch::Tensor logits = torch::randn({6, padded}, torch::kFloat64) * 3;  // padding: junk
+  const torch::Tensor targets = torch::tensor({0, 12, 5, 7, 12, 3}, torch::kInt64);
+  const torch::Tensor weights = torch::rand({6}, torch::kFloat64);
+
+  torch::Tensor local =
+      logits.slice(1, tp->rank() * part, (tp->rank() + 1) * part).clone().requires_grad_();
+  const torch::Tensor loss = vocab_parallel_cross_entropy(local, targets, vocabulary, tp);
+  (loss * weights).sum().backward();
+
+  torch::Tensor full = logits.slice(1, 0, vocabulary).clone().requires_grad_();
+  const torch::Tensor want = torch::nn::functional::cross_entropy(
+      full, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  (want * weights).sum().backward();
+  EXPECT_LT((loss - want).abs().max().item<double>(), 1e-12);
+  // This rank's gradient slice; padding columns get none.
+  torch::Tensor full_grad = torch::zeros({6, padded}, torch::kFloat64);
+  full_grad.slice(1, 0, vocabulary).copy_(full.grad());
+  EXPECT_LT((local.grad() - full_grad.slice(1, tp->rank() * part, (tp->rank() + 1) * part))
+                .abs()
+                .max()
+                .item<double>(),
+            1e-12);
 }
 
 TEST(TensorParallel, IndivisibleSizesAreUsageErrors) {
