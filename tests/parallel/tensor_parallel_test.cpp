@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "parallel/shards.h"
 #include "parallel/vocab_parallel.h"
 
 namespace cellfm::parallel {
@@ -170,6 +171,44 @@ TEST(VocabParallel, CrossEntropyEqualsTheGatheredOne) {
                 .max()
                 .item<double>(),
             1e-12);
+}
+
+TEST(Shards, GatheredLayersAreTheFullWeightsAndSplitBack) {
+  const auto tp = Communicator::create(Comm::world(), torch::kCPU);
+  Block block(tp);
+  auto [w1, b1] = initial_linear(kIn, kHidden, 11);
+  auto [w2, b2] = initial_linear(kHidden, kOut, 12);
+  EXPECT_TRUE(torch::equal(gather_shards(block.column->weight, 0, *tp), w1.to(torch::kFloat64)));
+  EXPECT_TRUE(torch::equal(gather_shards(block.column->bias, 0, *tp), b1.to(torch::kFloat64)));
+  EXPECT_TRUE(torch::equal(gather_shards(block.row->weight, 1, *tp), w2.to(torch::kFloat64)));
+  // Resharding: the full tensor split for this size is this rank's slice.
+  EXPECT_TRUE(
+      torch::equal(shard_of(w2.to(torch::kFloat64), 1, tp->rank(), tp->size()), block.row->weight));
+  EXPECT_THROW(shard_of(torch::zeros({3, tp->size() + 1}), 1, 0, tp->size() + 1 > 1 ? 2 : 1),
+               core::UsageError);
+}
+
+TEST(Shards, ClippedNormEqualsTheFullModels) {
+  const auto tp = Communicator::create(Comm::world(), torch::kCPU);
+  Block block(tp);
+  torch::Tensor x = input();
+  torch::manual_seed(9);
+  const torch::Tensor upstream = torch::randn({7, kOut}, torch::kFloat64);
+  (block.forward(x) * upstream).sum().backward();
+  std::vector<torch::Tensor> full;
+  (full_forward(x, full) * upstream).sum().backward();
+  double full_squares = 0;
+  for (const auto& p : full) full_squares += p.grad().pow(2).sum().item<double>();
+  const double full_norm = std::sqrt(full_squares);
+
+  const torch::Tensor row_bias_before = block.row->bias.grad().clone();
+  const double norm = clip_grad_norm({{block.column->weight, true},
+                                      {block.column->bias, true},
+                                      {block.row->weight, true},
+                                      {block.row->bias, false}},
+                                     full_norm / 4, *tp);
+  EXPECT_NEAR(norm, full_norm, 1e-12 * full_norm);
+  EXPECT_TRUE(torch::allclose(block.row->bias.grad(), row_bias_before / 4, 1e-5, 0));
 }
 
 TEST(TensorParallel, IndivisibleSizesAreUsageErrors) {
