@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "parallel/agreement.h"
+#include "parallel/zero_optimizer.h"
 
 namespace cellfm::parallel {
 namespace {
@@ -93,6 +94,52 @@ TEST(DataParallel, MatchesOneProcessOnTheWholeBatchFloat64) {
 
 TEST(DataParallel, MatchesOneProcessOnTheWholeBatchFloat32) {
   expect_matches_one_process(torch::kFloat32, 0.001, 2, 1e-5);
+}
+
+TEST(ZeroOptimizer, ShardedAdamEqualsReplicatedAdamWithAFractionOfTheState) {
+  const Comm world = Comm::world();
+  const std::int64_t per_rank = 4;
+  const std::int64_t rows = per_rank * world.size();
+  auto zero_model = make_model(7 + world.rank(), torch::kFloat64);
+  auto plain_model = make_model(7, torch::kFloat64);
+  const auto communicator = Communicator::create(world, torch::kCPU);
+  DataParallel zero_ddp(named(*zero_model), world, communicator);
+  DataParallel plain_ddp(named(*plain_model), world, communicator);
+  ZeroOptimizer zero(zero_model->parameters(), communicator, [](std::vector<torch::Tensor> p) {
+    return std::make_unique<torch::optim::Adam>(p, torch::optim::AdamOptions(1e-2));
+  });
+  torch::optim::Adam plain(plain_model->parameters(), torch::optim::AdamOptions(1e-2));
+  for (int step = 0; step < 5; ++step) {
+    const auto [x, y] = batch(step, rows, torch::kFloat64);
+    const auto mine = x.slice(0, world.rank() * per_rank, (world.rank() + 1) * per_rank);
+    const auto target = y.slice(0, world.rank() * per_rank, (world.rank() + 1) * per_rank);
+    zero_ddp.zero_grad();
+    torch::mse_loss(zero_model->forward(mine), target).backward();
+    zero_ddp.finish();
+    zero.step();
+    plain_ddp.zero_grad();
+    torch::mse_loss(plain_model->forward(mine), target).backward();
+    plain_ddp.finish();
+    plain.step();
+  }
+  EXPECT_LT(max_difference(*zero_model, *plain_model), 1e-10);
+  // Adam's moments cover this rank's shard only: ceil(N / dp) of the N parameters.
+  std::int64_t total = 0;
+  for (const auto& p : plain_model->parameters()) total += p.numel();
+  const std::int64_t part = (total + world.size() - 1) / world.size();
+  EXPECT_EQ(zero.shard_elements(), part);
+  std::int64_t zero_state = 0;
+  for (const auto& entry : zero.local_optimizer().state()) {
+    const auto& adam = static_cast<const torch::optim::AdamParamState&>(*entry.second);
+    zero_state += adam.exp_avg().numel() + adam.exp_avg_sq().numel();
+  }
+  std::int64_t plain_state = 0;
+  for (const auto& entry : plain.state()) {
+    const auto& adam = static_cast<const torch::optim::AdamParamState&>(*entry.second);
+    plain_state += adam.exp_avg().numel() + adam.exp_avg_sq().numel();
+  }
+  EXPECT_EQ(zero_state, 2 * part);
+  EXPECT_EQ(plain_state, 2 * total);
 }
 
 TEST(DataParallel, BucketsFollowReverseRegistrationOrder) {
