@@ -1,14 +1,21 @@
-// The backend factory, by the tensors' device: MPI serves CPU tensors, and CUDA tensors through
-// host staging.
+// The backend factory, by the tensors' device: MPI serves CPU tensors; CUDA tensors go to NCCL
+// when built with it and every rank has its own GPU, else to MPI through host staging.
 #include "parallel/communicator.h"
 
 #include "parallel/mpi_communicator.h"
+#ifdef CELLFM_WITH_NCCL
+#include "parallel/nccl_communicator.h"
+#endif
 
 namespace cellfm::parallel {
 
 std::shared_ptr<Communicator> Communicator::create(const Comm& comm, const torch::Device& device,
                                                    const CommunicatorOptions& options) {
-  (void)device;  // every device is served by MPI (CUDA through host staging)
+#ifdef CELLFM_WITH_NCCL
+  if (nccl_can_serve(comm, device)) return make_nccl_communicator(comm, device, options);
+#else
+  (void)device;
+#endif
   return make_mpi_communicator(comm, options);
 }
 

@@ -1,6 +1,7 @@
 // Collectives on torch::Tensors for the trainers: what torch.distributed's process groups give
-// Python users. One factory picks the backend by the tensors' device: MPI for CPU tensors, and
-// for CUDA tensors through host staging. No MPI type appears here.
+// Python users. One factory picks the backend by the tensors' device: MPI for CPU tensors; NCCL
+// for CUDA tensors when built with CELLFM_WITH_NCCL and every rank has its own GPU (NCCL refuses
+// shared GPUs), else MPI through host staging. No MPI or NCCL type appears here.
 //
 // Ordering: every rank must issue the same collectives in the same order (as with MPI and
 // NCCL). Asynchronous calls return a Work at once; the collective runs on the communicator's own
@@ -47,13 +48,13 @@ class Communicator {
   virtual ~Communicator() = default;
 
   /// A communicator over the ranks of `comm` (collective: every rank calls it) for tensors on
-  /// `device`: MPI for CPU, MPI with host staging for CUDA.
+  /// `device`: MPI for CPU; for CUDA, NCCL where it can serve, else MPI with host staging.
   static std::shared_ptr<Communicator> create(const Comm& comm, const torch::Device& device,
                                               const CommunicatorOptions& options = {});
 
   virtual int rank() const = 0;
   virtual int size() const = 0;
-  /// The backend's name: "mpi".
+  /// The backend's name: "mpi" or "nccl".
   virtual std::string backend() const = 0;
 
   /// In place on every rank. average: the sum divided by size() (floating dtypes only).
