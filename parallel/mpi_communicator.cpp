@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "parallel/collective_checks.h"
 #include "parallel/collective_queue.h"
 #include "parallel/mpi_native.h"
 
@@ -132,10 +133,7 @@ class MpiCommunicator : public Communicator {
 
   std::shared_ptr<Work> allreduce_async(torch::Tensor tensor, ReduceOp op) override {
     const torch::ScalarType dtype = tensor.scalar_type();
-    if (op == ReduceOp::average && !torch::isFloatingType(dtype)) {
-      throw core::UsageError(std::string("allreduce average needs a floating dtype, got ") +
-                             c10::toString(dtype));
-    }
+    check_reduce_dtype("allreduce", dtype, op);
     const MPI_Datatype type = mpi_type(dtype);
     const MPI_Op reduce = mpi_op(dtype, op);
     const int ranks = size();
@@ -183,7 +181,7 @@ class MpiCommunicator : public Communicator {
   }
 
   std::shared_ptr<Work> allgather_async(torch::Tensor output, torch::Tensor input) override {
-    check_parts(output, input, "allgather");
+    check_gathered_parts(output, input, size(), "allgather");
     const MPI_Datatype type = mpi_type(input.scalar_type());
     const int count = checked_count(input.numel(), "allgather");
     return queue_.submit("allgather", bytes_of(output), [this, output, input, type, count] {
@@ -204,12 +202,9 @@ class MpiCommunicator : public Communicator {
 
   std::shared_ptr<Work> reduce_scatter_async(torch::Tensor output, torch::Tensor input,
                                              ReduceOp op) override {
-    check_parts(input, output, "reduce_scatter");
+    check_gathered_parts(input, output, size(), "reduce_scatter");
     const torch::ScalarType dtype = input.scalar_type();
-    if (op == ReduceOp::average && !torch::isFloatingType(dtype)) {
-      throw core::UsageError(std::string("reduce_scatter average needs a floating dtype, got ") +
-                             c10::toString(dtype));
-    }
+    check_reduce_dtype("reduce_scatter", dtype, op);
     const MPI_Datatype type = mpi_type(dtype);
     const MPI_Op reduce = mpi_op(dtype, op);
     const int count = checked_count(output.numel(), "reduce_scatter");
@@ -253,16 +248,6 @@ class MpiCommunicator : public Communicator {
     MPI_Request request;
     start(&request);
     wait(request);
-  }
-
-  // `whole` holds size() parts shaped like `part` (same dtype and device).
-  void check_parts(const torch::Tensor& whole, const torch::Tensor& part, const char* what) const {
-    if (whole.numel() != part.numel() * size() || whole.scalar_type() != part.scalar_type()) {
-      throw core::UsageError(std::string(what) + ": the gathered tensor must hold " +
-                             std::to_string(size()) + " x " + std::to_string(part.numel()) +
-                             " elements of the part's dtype, got " + std::to_string(whole.numel()) +
-                             " " + c10::toString(whole.scalar_type()));
-    }
   }
 
   Comm comm_;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "parallel/collective_checks.h"
 #include "parallel/collective_queue.h"
 
 namespace cellfm::parallel {
@@ -96,10 +97,7 @@ class NcclCommunicator : public Communicator {
 
   std::shared_ptr<Work> allreduce_async(torch::Tensor tensor, ReduceOp op) override {
     const torch::ScalarType dtype = tensor.scalar_type();
-    if (op == ReduceOp::average && !torch::isFloatingType(dtype)) {
-      throw core::UsageError(std::string("allreduce average needs a floating dtype, got ") +
-                             c10::toString(dtype));
-    }
+    check_reduce_dtype("allreduce", dtype, op);
     return submit("allreduce", tensor, [this, tensor, dtype, op](cudaStream_t stream) {
       torch::Tensor buffer = tensor.is_contiguous() ? tensor : tensor.contiguous();
       CELLFM_NCCL(ncclAllReduce(buffer.data_ptr(), buffer.data_ptr(), buffer.numel(),
@@ -120,7 +118,7 @@ class NcclCommunicator : public Communicator {
   }
 
   std::shared_ptr<Work> allgather_async(torch::Tensor output, torch::Tensor input) override {
-    check_parts(output, input, "allgather");
+    check_gathered_parts(output, input, size(), "allgather");
     return submit("allgather", output, [this, output, input](cudaStream_t stream) {
       const torch::Tensor in = input.contiguous();
       torch::Tensor out = output.is_contiguous() ? output : output.contiguous();
@@ -132,12 +130,9 @@ class NcclCommunicator : public Communicator {
 
   std::shared_ptr<Work> reduce_scatter_async(torch::Tensor output, torch::Tensor input,
                                              ReduceOp op) override {
-    check_parts(input, output, "reduce_scatter");
+    check_gathered_parts(input, output, size(), "reduce_scatter");
     const torch::ScalarType dtype = input.scalar_type();
-    if (op == ReduceOp::average && !torch::isFloatingType(dtype)) {
-      throw core::UsageError(std::string("reduce_scatter average needs a floating dtype, got ") +
-                             c10::toString(dtype));
-    }
+    check_reduce_dtype("reduce_scatter", dtype, op);
     return submit("reduce_scatter", input, [this, output, input, dtype, op](cudaStream_t stream) {
       const torch::Tensor in = input.contiguous();
       torch::Tensor out = output.is_contiguous() ? output : output.contiguous();
@@ -170,14 +165,6 @@ class NcclCommunicator : public Communicator {
       issue(stream_.stream());
       CELLFM_CUDA(cudaStreamSynchronize(stream_.stream()));
     });
-  }
-
-  void check_parts(const torch::Tensor& whole, const torch::Tensor& part, const char* what) const {
-    if (whole.numel() != part.numel() * size_ || whole.scalar_type() != part.scalar_type()) {
-      throw core::UsageError(std::string(what) + ": the gathered tensor must hold " +
-                             std::to_string(size_) + " x " + std::to_string(part.numel()) +
-                             " elements of the part's dtype");
-    }
   }
 
   int rank_;

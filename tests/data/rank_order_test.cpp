@@ -16,13 +16,9 @@
 namespace cellfm::data {
 namespace {
 
-// The reference: a comparison sort on (value descending, gene ascending).
-void reference_sort(std::vector<std::int32_t>& genes, std::vector<double>& values) {
-  std::vector<std::size_t> order(genes.size());
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
-    return values[a] != values[b] ? values[a] > values[b] : genes[a] < genes[b];
-  });
+// Rearranges both arrays into `order`.
+void permute(const std::vector<std::size_t>& order, std::vector<std::int32_t>& genes,
+             std::vector<double>& values) {
   std::vector<std::int32_t> g;
   std::vector<double> v;
   for (std::size_t i : order) {
@@ -31,6 +27,16 @@ void reference_sort(std::vector<std::int32_t>& genes, std::vector<double>& value
   }
   genes = g;
   values = v;
+}
+
+// The reference: a comparison sort on (value descending, gene ascending).
+void reference_sort(std::vector<std::int32_t>& genes, std::vector<double>& values) {
+  std::vector<std::size_t> order(genes.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) {
+    return values[a] != values[b] ? values[a] > values[b] : genes[a] < genes[b];
+  });
+  permute(order, genes, values);
 }
 
 // A row like a cell's: ascending distinct genes, integer counts divided by per-gene medians,
@@ -58,14 +64,7 @@ void random_row(std::mt19937_64& random, std::size_t n, bool shuffled,
     std::vector<std::size_t> order(n);
     std::iota(order.begin(), order.end(), 0);
     std::shuffle(order.begin(), order.end(), random);
-    std::vector<std::int32_t> g;
-    std::vector<double> v;
-    for (std::size_t i : order) {
-      g.push_back(genes[i]);
-      v.push_back(values[i]);
-    }
-    genes = g;
-    values = v;
+    permute(order, genes, values);
   }
 }
 
