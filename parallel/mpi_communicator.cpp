@@ -1,6 +1,8 @@
 // MpiCommunicator: tensor collectives on a private duplicate of the communicator, run on the
 // collective queue's thread while the caller computes: blocking MPI calls by default, or
-// non-blocking ones completed by MPI_Wait (`cellfm bench comm --nonblocking-mpi` compares them).
+// non-blocking ones completed by MPI_Wait. Open MPI serves the non-blocking collectives from
+// libnbc, whose allreduce measured ~2x slower than the tuned blocking one at >= 1 MB here
+// (`cellfm bench comm` vs `cellfm bench comm --nonblocking-mpi`), hence the default.
 // bfloat16 and float16 reduce through user-defined ops.
 #include "parallel/mpi_communicator.h"
 
@@ -146,10 +148,15 @@ class MpiCommunicator : public Communicator {
           // Pieces below MPI's int count limit.
           for (std::int64_t done = 0, n = staged.buffer.numel(); done < n;) {
             const int count = static_cast<int>(std::min<std::int64_t>(n - done, INT_MAX / 2));
-            MPI_Request request;
-            CELLFM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + done * element, count, type,
-                                            reduce, native(comm_), &request));
-            wait(request);
+            call(
+                [&] {
+                  CELLFM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done * element, count, type,
+                                                 reduce, native(comm_)));
+                },
+                [&](MPI_Request* request) {
+                  CELLFM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + done * element, count, type,
+                                                  reduce, native(comm_), request));
+                });
             done += count;
           }
           if (op == ReduceOp::average) staged.buffer.div_(ranks);
