@@ -39,9 +39,10 @@ struct DataOptions {
   std::int64_t block_cells = 32;     ///< contiguous cells read as one block by the sampler
   std::int64_t shuffle_blocks = 16;  ///< blocks shuffled together per rank (the shuffle buffer)
   std::int64_t decode_threads = 2;   ///< threads inflating compressed chunks (0: HDF5 reads them)
-  std::string transfer = "collective";  ///< MPI-IO transfers of HDF5 reads (collective measured faster)
-  std::string batch_shape = "cells";     ///< cells | groups (all cells of one group_column value)
-  std::int64_t group_max_cells = 2000;   ///< groups: cells per group batch, subsampled above; 0 all
+  std::string transfer =
+      "collective";  ///< MPI-IO transfers of HDF5 reads (collective measured faster)
+  std::string batch_shape = "cells";    ///< cells | groups (all cells of one group_column value)
+  std::int64_t group_max_cells = 2000;  ///< groups: cells per group batch, subsampled above; 0 all
   std::string gene_stats;  ///< per-gene statistics file written by `cellfm prep stats` ("" none)
   bool operator==(const DataOptions&) const;
 };

@@ -108,6 +108,19 @@ struct Staged {
   torch::Tensor buffer;
 };
 
+// Calls run(pointer, count) on consecutive pieces of `buffer` (contiguous) below MPI's int count
+// limit.
+template <typename Run>
+void for_each_piece(const torch::Tensor& buffer, Run run) {
+  char* data = static_cast<char*>(buffer.data_ptr());
+  const std::int64_t element = buffer.element_size();
+  for (std::int64_t done = 0, n = buffer.numel(); done < n;) {
+    const int count = static_cast<int>(std::min<std::int64_t>(n - done, INT_MAX / 2));
+    run(data + done * element, count);
+    done += count;
+  }
+}
+
 void wait(MPI_Request& request) {
   CELLFM_MPI_CHECK(MPI_Wait(&request, MPI_STATUS_IGNORE));
 }
@@ -139,29 +152,23 @@ class MpiCommunicator : public Communicator {
     const MPI_Datatype type = mpi_type(dtype);
     const MPI_Op reduce = mpi_op(dtype, op);
     const int ranks = size();
-    return queue_.submit(
-        std::string("allreduce (") + op_name(op) + ")", bytes_of(tensor),
-        [this, tensor, type, reduce, op, ranks] {
-          Staged staged(tensor);
-          char* data = static_cast<char*>(staged.buffer.data_ptr());
-          const std::int64_t element = staged.buffer.element_size();
-          // Pieces below MPI's int count limit.
-          for (std::int64_t done = 0, n = staged.buffer.numel(); done < n;) {
-            const int count = static_cast<int>(std::min<std::int64_t>(n - done, INT_MAX / 2));
-            call(
-                [&] {
-                  CELLFM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, data + done * element, count, type,
-                                                 reduce, native(comm_)));
-                },
-                [&](MPI_Request* request) {
-                  CELLFM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, data + done * element, count, type,
-                                                  reduce, native(comm_), request));
-                });
-            done += count;
-          }
-          if (op == ReduceOp::average) staged.buffer.div_(ranks);
-          staged.finish();
-        });
+    return queue_.submit(std::string("allreduce (") + op_name(op) + ")", bytes_of(tensor),
+                         [this, tensor, type, reduce, op, ranks] {
+                           Staged staged(tensor);
+                           for_each_piece(staged.buffer, [&](void* piece, int count) {
+                             call(
+                                 [&] {
+                                   CELLFM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, piece, count, type,
+                                                                  reduce, native(comm_)));
+                                 },
+                                 [&](MPI_Request* request) {
+                                   CELLFM_MPI_CHECK(MPI_Iallreduce(MPI_IN_PLACE, piece, count, type,
+                                                                   reduce, native(comm_), request));
+                                 });
+                           });
+                           if (op == ReduceOp::average) staged.buffer.div_(ranks);
+                           staged.finish();
+                         });
   }
 
   std::shared_ptr<Work> broadcast_async(torch::Tensor tensor, int root) override {
@@ -169,20 +176,12 @@ class MpiCommunicator : public Communicator {
     const MPI_Datatype type = mpi_type(tensor.scalar_type());
     return queue_.submit("broadcast", bytes_of(tensor), [this, tensor, type, root] {
       Staged staged(tensor);
-      char* data = static_cast<char*>(staged.buffer.data_ptr());
-      const std::int64_t element = staged.buffer.element_size();
-      for (std::int64_t done = 0, n = staged.buffer.numel(); done < n;) {
-        const int count = static_cast<int>(std::min<std::int64_t>(n - done, INT_MAX / 2));
-        call(
-            [&] {
-              CELLFM_MPI_CHECK(MPI_Bcast(data + done * element, count, type, root, native(comm_)));
-            },
-            [&](MPI_Request* request) {
-              CELLFM_MPI_CHECK(
-                  MPI_Ibcast(data + done * element, count, type, root, native(comm_), request));
-            });
-        done += count;
-      }
+      for_each_piece(staged.buffer, [&](void* piece, int count) {
+        call([&] { CELLFM_MPI_CHECK(MPI_Bcast(piece, count, type, root, native(comm_))); },
+             [&](MPI_Request* request) {
+               CELLFM_MPI_CHECK(MPI_Ibcast(piece, count, type, root, native(comm_), request));
+             });
+      });
       staged.finish();
     });
   }
