@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
 # The README's first command: installs the Debian dependencies, builds, and runs the main job on
-# its embedded default data with 2 MPI ranks. Until the first model lands, the main job is the
-# most complete real pipeline that exists: `cellfm synth` writes a synthetic CELLxGENE-like corpus
-# (both ranks writing files), then `cellfm check` validates experiments/quickstart.yaml on both
-# ranks and opens every file with parallel HDF5, `cellfm prep stats` computes the per-gene
-# statistics the models use (one parallel pass, reduced across ranks), and `cellfm inspect`
-# summarises the corpus.
+# its embedded default data with 2 MPI ranks: `cellfm synth` writes a synthetic CELLxGENE-like
+# corpus (both ranks writing files), `cellfm check` validates experiments/quickstart.yaml on both
+# ranks, `cellfm prep stats` computes the per-gene statistics of the training split (one parallel
+# pass), `cellfm train` trains a small Exceiver on 2 ranks (progress lines, then a summary line),
+# and `cellfm embed` writes a copy of one corpus file with the cell embeddings in obsm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +22,7 @@ fi
 echo "quickstart: ${mpi[*]} build/cellfm check experiments/quickstart.yaml"
 "${mpi[@]}" build/cellfm check experiments/quickstart.yaml
 "${mpi[@]}" build/cellfm prep stats experiments/quickstart.yaml
-"${mpi[@]}" build/cellfm inspect experiments/quickstart.yaml
+"${mpi[@]}" build/cellfm train experiments/quickstart.yaml
+first_file=$(ls "$corpus"/*.h5ad | head -n 1)
+"${mpi[@]}" build/cellfm embed experiments/quickstart.yaml --weights runs/quickstart/weights.safetensors \
+  --input "$first_file" --output runs/quickstart/embedded.h5ad

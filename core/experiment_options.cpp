@@ -26,10 +26,16 @@ bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
 }
 bool OptimizerOptions::operator==(const OptimizerOptions& o) const {
-  return name == o.name && learning_rate == o.learning_rate && weight_decay == o.weight_decay;
+  return name == o.name && learning_rate == o.learning_rate && weight_decay == o.weight_decay &&
+         beta1 == o.beta1 && beta2 == o.beta2 && eps == o.eps && max_grad_norm == o.max_grad_norm &&
+         accumulation_steps == o.accumulation_steps;
 }
 bool ScheduleOptions::operator==(const ScheduleOptions& o) const {
-  return name == o.name && warmup_steps == o.warmup_steps;
+  return name == o.name && warmup_steps == o.warmup_steps &&
+         final_lr_fraction == o.final_lr_fraction;
+}
+bool EvaluationOptions::operator==(const EvaluationOptions& o) const {
+  return every_steps == o.every_steps && batches == o.batches;
 }
 bool ParallelOptions::operator==(const ParallelOptions& o) const {
   return tensor_parallel == o.tensor_parallel;
@@ -43,7 +49,7 @@ bool LoggingOptions::operator==(const LoggingOptions& o) const {
 bool ExperimentOptions::operator==(const ExperimentOptions& o) const {
   return run == o.run && data == o.data && model == o.model && optimizer == o.optimizer &&
          schedule == o.schedule && parallel == o.parallel && checkpoint == o.checkpoint &&
-         logging == o.logging;
+         logging == o.logging && evaluation == o.evaluation;
 }
 
 void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
@@ -108,10 +114,13 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema.add("data.gene_stats", &o.data.gene_stats,
              "per-gene statistics (TSV) written by `cellfm prep stats`; empty: none");
 
-  schema.add("model.family", &o.model.family, "the model family")
-      .choices({"exceiver", "cellplm", "sccello"});
+  // The families are registered in trainers/, which checks the name (core does not know them).
+  schema.add("model.family", &o.model.family, "the model family");
 
-  schema.add("optimizer.name", &o.optimizer.name, "the optimizer").choices({"adam", "adamw"});
+  schema
+      .add("optimizer.name", &o.optimizer.name,
+           "adam: weight decay added to the gradient (coupled L2); adamw: decoupled")
+      .choices({"adam", "adamw"});
   schema.add("optimizer.learning_rate", &o.optimizer.learning_rate, "the peak learning rate")
       .greater_than(0)
       .at_most(10);
@@ -119,9 +128,27 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
       .at_least(0)
       .at_most(10);
 
+  schema.add("optimizer.beta1", &o.optimizer.beta1, "Adam's beta1").at_least(0).at_most(0.999999);
+  schema.add("optimizer.beta2", &o.optimizer.beta2, "Adam's beta2").at_least(0).at_most(0.999999);
+  schema.add("optimizer.eps", &o.optimizer.eps, "Adam's epsilon").greater_than(0).at_most(1);
+  schema
+      .add("optimizer.max_grad_norm", &o.optimizer.max_grad_norm,
+           "clip the global gradient norm (all shards) to this; 0: no clipping")
+      .at_least(0);
+  schema
+      .add("optimizer.accumulation_steps", &o.optimizer.accumulation_steps,
+           "micro-batches per optimizer step (gradients synchronised on the last)")
+      .at_least(1)
+      .at_most(1 << 16);
+
   schema.add("schedule.name", &o.schedule.name, "the decay after warmup")
       .choices({"constant", "linear", "cosine"});
   schema.add("schedule.warmup_steps", &o.schedule.warmup_steps, "linear warmup steps").at_least(0);
+  schema
+      .add("schedule.final_lr_fraction", &o.schedule.final_lr_fraction,
+           "linear/cosine: the learning rate at run.max_steps as a fraction of the peak")
+      .at_least(0)
+      .at_most(1);
 
   schema
       .add("parallel.tensor_parallel", &o.parallel.tensor_parallel,
@@ -139,10 +166,20 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema.add("logging.level", &o.logging.level, "the log level")
       .choices({"debug", "info", "warn", "error"});
   schema.add("logging.all_ranks", &o.logging.all_ranks, "print info lines from every rank");
+
+  schema
+      .add("evaluation.every_steps", &o.evaluation.every_steps,
+           "steps between held-out evaluations; 0: only at the end")
+      .at_least(0);
+  schema
+      .add("evaluation.batches", &o.evaluation.batches,
+           "held-out batches per evaluation on each data-parallel rank")
+      .at_least(1);
 }
 
 LoadedExperiment load_experiment(const std::string& spec_path,
-                                 const std::vector<std::string>& overrides) {
+                                 const std::vector<std::string>& overrides,
+                                 const ExtraFields& extra_fields) {
   SpecDocument document = SpecDocument::load(spec_path);
   for (const std::string& assignment : overrides) {
     document.apply_override(assignment);
@@ -152,6 +189,7 @@ LoadedExperiment load_experiment(const std::string& spec_path,
   ExperimentOptions& options = loaded.options;
   SpecSchema schema;
   add_experiment_fields(schema, options);
+  if (extra_fields) extra_fields(schema);
   schema.fill(document);
 
   if (options.run.name.empty()) {

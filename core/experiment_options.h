@@ -53,16 +53,28 @@ struct ModelOptions {
 };
 
 struct OptimizerOptions {
-  std::string name = "adamw";
+  std::string name = "adamw";  ///< adam: coupled L2 weight decay; adamw: decoupled
   double learning_rate = 1e-4;
   double weight_decay = 0.0;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double max_grad_norm = 0;             ///< clip the global gradient norm to this; 0: no clipping
+  std::int64_t accumulation_steps = 1;  ///< micro-batches per optimizer step
   bool operator==(const OptimizerOptions&) const;
 };
 
 struct ScheduleOptions {
   std::string name = "constant";  ///< after warmup: constant | linear | cosine decay
   std::int64_t warmup_steps = 0;
+  double final_lr_fraction = 0;  ///< linear/cosine: the learning rate at run.max_steps, x peak
   bool operator==(const ScheduleOptions&) const;
+};
+
+struct EvaluationOptions {
+  std::int64_t every_steps = 100;  ///< steps between held-out evaluations; 0: only at the end
+  std::int64_t batches = 8;        ///< held-out batches per evaluation (per data-parallel rank)
+  bool operator==(const EvaluationOptions&) const;
 };
 
 struct ParallelOptions {
@@ -91,6 +103,7 @@ struct ExperimentOptions {
   ParallelOptions parallel;
   CheckpointOptions checkpoint;
   LoggingOptions logging;
+  EvaluationOptions evaluation;
   bool operator==(const ExperimentOptions&) const;
 };
 
@@ -105,9 +118,14 @@ struct LoadedExperiment {
   std::string table;          ///< key / value / source, aligned
 };
 
+/// Registers fields beside the core sections (a model family's `model.<family>` section), bound
+/// to an options struct the caller owns.
+using ExtraFields = std::function<void(SpecSchema& schema)>;
+
 /// Loads `spec_path` (following `base:`), applies `overrides` ("a.b=c", in order), validates,
 /// and fills the derived defaults. Throws UsageError listing every problem.
 LoadedExperiment load_experiment(const std::string& spec_path,
-                                 const std::vector<std::string>& overrides);
+                                 const std::vector<std::string>& overrides,
+                                 const ExtraFields& extra_fields = {});
 
 }  // namespace cellfm::core

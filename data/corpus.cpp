@@ -227,7 +227,8 @@ void Corpus::State::scan(std::size_t index, const std::set<std::string>& held_ou
       }
     }
   }
-  if (const auto stored = reader.stored_per_row(0, info.rows)) {
+  if (const auto stored =
+          options.keep_empty_cells ? std::nullopt : reader.stored_per_row(0, info.rows)) {
     for (std::size_t r = 0; r < rows; ++r) {
       if (keep[r] && (*stored)[r] == 0) {
         keep[r] = false;

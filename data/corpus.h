@@ -44,6 +44,9 @@ struct CorpusOptions {
   /// default: collective measured ~20% faster than independent here (`cellfm bench data`).
   bool collective_transfer = true;
   std::int64_t block_cells = 256;  ///< rows per read block: sizes HDF5's chunk cache per file
+  /// Keep cells without counts instead of skipping them (inference: every obs row gets an output,
+  /// so with no filters and no split the corpus ordinals are the files' rows in order).
+  bool keep_empty_cells = false;
 };
 
 /// The corpus options of a spec's data section for one split.

@@ -156,4 +156,14 @@ Comm Comm::split(int color, int key) const {
   return Comm(std::move(handle));
 }
 
+int Comm::node_size() const {
+  MPI_Comm node = MPI_COMM_NULL;
+  CELLFM_MPI_CHECK(
+      MPI_Comm_split_type(handle_->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int size = 1;
+  CELLFM_MPI_CHECK(MPI_Comm_size(node, &size));
+  CELLFM_MPI_CHECK(MPI_Comm_free(&node));
+  return size;
+}
+
 }  // namespace cellfm::parallel

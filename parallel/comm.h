@@ -40,6 +40,8 @@ class Comm {
   std::string broadcast(const std::string& value, int root) const;
   /// Ranks with equal `color` form one communicator, ordered by `key` (MPI_Comm_split).
   Comm split(int color, int key) const;
+  /// The ranks of this communicator on this rank's node (shared memory); collective.
+  int node_size() const;
 
   const Handle& handle() const { return *handle_; }
 

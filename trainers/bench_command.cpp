@@ -29,6 +29,7 @@
 #include "data/transforms.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -195,13 +196,16 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
   if (!args.empty() && args.front() == "comm") {
     return run_bench_comm(std::vector<std::string>(args.begin() + 1, args.end()), context);
   }
+  if (!args.empty() && args.front() == "exceiver") {
+    return run_bench_exceiver(std::vector<std::string>(args.begin() + 1, args.end()), context);
+  }
   const parallel::Comm& world = context.world;
   po::options_description described;
   described.add_options()(
       "target", po::value<std::string>()->required(),
-      "what to measure: data (comm has its own options: cellfm bench comm --help)")(
-      "inputs", po::value<std::vector<std::string>>()->required(),
-      "an experiment spec (.yaml) or .h5ad files/globs")(
+      "what to measure: data (comm and exceiver have their own options: cellfm bench comm "
+      "--help)")("inputs", po::value<std::vector<std::string>>()->required(),
+                 "an experiment spec (.yaml) or .h5ad files/globs")(
       "seconds", po::value<double>(), "stop each measured path after S seconds (default: none)")(
       "batches", po::value<std::int64_t>(), "batches measured per path (default 200)")(
       "json", "print one JSON object instead of text")(
@@ -253,7 +257,8 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
     if (inputs.size() == 1 && is_spec(inputs.front())) {
       const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
                                                   : std::vector<std::string>{};
-      const core::LoadedExperiment experiment = core::load_experiment(inputs.front(), overrides);
+      const core::LoadedExperiment experiment =
+          load_training_spec(inputs.front(), overrides).experiment;
       seed = static_cast<std::uint64_t>(experiment.options.run.seed);
       corpus_options =
           data::corpus_options(experiment.options.data, seed, data::CorpusSplit::train);

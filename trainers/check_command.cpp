@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -175,7 +176,7 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
                                                  : std::vector<std::string>{};
 
   core::LoadedExperiment experiment;
-  parallel::run_agreed(world, [&] { experiment = core::load_experiment(spec, overrides); });
+  parallel::run_agreed(world, [&] { experiment = load_training_spec(spec, overrides).experiment; });
   const core::ExperimentOptions& o = experiment.options;
   if (!context.log_level_from_user) {
     core::LogOptions log = core::logging_options();

@@ -38,6 +38,8 @@ std::optional<boost::program_options::variables_map> parse_command_options(
     const std::vector<std::string>& args, const parallel::Comm& world);
 
 // The commands (one file each).
+int run_train_command(const std::vector<std::string>& args, CliContext& context);
+int run_embed_command(const std::vector<std::string>& args, CliContext& context);
 int run_check_command(const std::vector<std::string>& args, CliContext& context);
 int run_inspect_command(const std::vector<std::string>& args, CliContext& context);
 int run_synth_command(const std::vector<std::string>& args, CliContext& context);
@@ -45,5 +47,7 @@ int run_prep_command(const std::vector<std::string>& args, CliContext& context);
 int run_bench_command(const std::vector<std::string>& args, CliContext& context);
 /// `bench comm` (run_bench_command hands its arguments after the target on).
 int run_bench_comm(const std::vector<std::string>& args, CliContext& context);
+/// `bench exceiver` (likewise).
+int run_bench_exceiver(const std::vector<std::string>& args, CliContext& context);
 
 }  // namespace cellfm::trainers

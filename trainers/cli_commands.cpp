@@ -5,6 +5,14 @@ namespace cellfm::trainers {
 
 const std::vector<CliCommand>& cli_commands() {
   static const std::vector<CliCommand> commands = {
+      {"train",
+       "train a spec's model on every rank (mpirun/srun): progress, metrics.jsonl, "
+       "safetensors weights in the run directory",
+       run_train_command},
+      {"embed",
+       "write a copy of an h5ad with a trained model's cell embeddings in obsm (and a "
+       "classifier's predicted labels in obs)",
+       run_embed_command},
       {"check",
        "validate a spec, its data files and the job layout on every rank (a dry run before "
        "queueing)",
@@ -17,7 +25,9 @@ const std::vector<CliCommand>& cli_commands() {
       {"bench",
        "benchmarks: data (corpus to batches, with the h5py/anndata peers and the page-cache "
        "bound); "
-       "comm (tensor allreduce bandwidth beside raw MPI_Allreduce)",
+       "comm (tensor allreduce bandwidth beside raw MPI_Allreduce); exceiver (cells/s per "
+       "zero-gene "
+       "mode at the released size)",
        run_bench_command},
   };
   return commands;

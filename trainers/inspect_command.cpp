@@ -15,6 +15,7 @@
 #include "data/h5ad_file.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -144,7 +145,7 @@ int run_inspect_command(const std::vector<std::string>& args, CliContext& contex
     if (is_spec(input)) {
       const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
                                                   : std::vector<std::string>{};
-      const core::LoadedExperiment experiment = core::load_experiment(input, overrides);
+      const core::LoadedExperiment experiment = load_training_spec(input, overrides).experiment;
       files = data::expand_file_patterns(experiment.options.data.files);
       if (matrix.empty()) matrix = experiment.options.data.matrix;
     } else {

@@ -16,6 +16,7 @@
 #include "data/gene_stats.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -82,7 +83,7 @@ int run_stats(const std::vector<std::string>& args, CliContext& context) {
   parallel::run_agreed(world, [&] {
     const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
                                                 : std::vector<std::string>{};
-    experiment = core::load_experiment(spec, overrides);
+    experiment = load_training_spec(spec, overrides).experiment;
   });
   const core::ExperimentOptions& o = experiment.options;
   const std::string output = values->count("output")

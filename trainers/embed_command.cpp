@@ -1,0 +1,182 @@
+// `cellfm embed SPEC --weights W --input in.h5ad --output out.h5ad`: inference over any h5ad the
+// reader accepts, each data-parallel rank streaming its share of cells, writing a copy of the
+// input with the cell embeddings in obsm (and a classifier's predictions in obs).
+#include <filesystem>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "data/h5ad_embedding_writer.h"
+#include "parallel/agreement.h"
+#include "parallel/rank_grid.h"
+#include "trainers/cli_command.h"
+#include "trainers/model_family.h"
+
+namespace cellfm::trainers {
+
+namespace po = boost::program_options;
+namespace fs = std::filesystem;
+
+namespace {
+
+/// The label names stored in a weights file's metadata (a JSON list; empty when absent).
+std::vector<std::string> weight_labels(const core::SafetensorsContent& weights,
+                                       const std::string& path) {
+  const auto found = weights.metadata.find("labels");
+  if (found == weights.metadata.end()) return {};
+  try {
+    return nlohmann::json::parse(found->second).get<std::vector<std::string>>();
+  } catch (const std::exception&) {
+    throw core::InputError(path + ": the metadata entry 'labels' is not a JSON list of strings");
+  }
+}
+
+}  // namespace
+
+int run_embed_command(const std::vector<std::string>& args, CliContext& context) {
+  const parallel::Comm& world = context.world;
+  po::options_description options;
+  options.add_options()("spec", po::value<std::string>()->required(), "the experiment spec")(
+      "weights", po::value<std::string>()->required(), "a .safetensors written by cellfm train")(
+      "input", po::value<std::string>()->required(), "the .h5ad to embed")(
+      "output", po::value<std::string>()->required(), "the .h5ad to write (a copy plus obsm)")(
+      "set", po::value<std::vector<std::string>>()->composing(), "override a spec key")(
+      "batch-cells", po::value<std::int64_t>()->default_value(256), "cells per forward pass")(
+      "label-column", po::value<std::string>(),
+      "obs column for a classifier's predictions (default: predicted_<data.label_column>)");
+  po::positional_options_description positional;
+  positional.add("spec", 1);
+  const auto values = parse_command_options(
+      "embed",
+      "cellfm embed SPEC --weights W --input in.h5ad --output out.h5ad [--set KEY=VALUE]... "
+      "[--batch-cells N] [--label-column NAME]\n"
+      "Writes out.h5ad: in.h5ad plus obsm/X_<family> [cells, embedding] (and, for a classifier, "
+      "the predicted labels in obs). The vocabulary is data.vocabulary, else run.dir/"
+      "vocabulary.txt written by `cellfm train`.",
+      options, positional, args, world);
+  if (!values) return 0;
+  const std::string spec_path = (*values)["spec"].as<std::string>();
+  const std::string weights_path = (*values)["weights"].as<std::string>();
+  const std::string input = (*values)["input"].as<std::string>();
+  const std::string output = (*values)["output"].as<std::string>();
+  const std::int64_t batch_cells = (*values)["batch-cells"].as<std::int64_t>();
+  if (batch_cells < 1 || batch_cells > (1 << 20)) {
+    throw core::UsageError("cellfm embed: --batch-cells must be in [1, 1048576], got " +
+                           std::to_string(batch_cells));
+  }
+  const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
+                                              : std::vector<std::string>{};
+
+  TrainingSpec spec;
+  core::SafetensorsContent weights;
+  std::string vocabulary;
+  parallel::run_agreed(world, [&] {
+    spec = load_training_spec(spec_path, overrides);
+    const core::ExperimentOptions& o = spec.experiment.options;
+    vocabulary = !o.data.vocabulary.empty() ? o.data.vocabulary
+                                            : (fs::path(o.run.dir) / "vocabulary.txt").string();
+    if (!fs::exists(vocabulary)) {
+      throw core::UsageError("cellfm embed: the model's gene vocabulary " + vocabulary +
+                             " does not exist; set data.vocabulary or train into run.dir first");
+    }
+    weights = core::read_safetensors(weights_path);
+    const auto family = weights.metadata.find("family");
+    if (family != weights.metadata.end() && family->second != o.model.family) {
+      throw core::UsageError(weights_path + " holds a '" + family->second +
+                             "' model but the spec's model.family is '" + o.model.family + "'");
+    }
+  });
+  const core::ExperimentOptions& o = spec.experiment.options;
+  const std::vector<std::string> labels = weight_labels(weights, weights_path);
+
+  const parallel::RankGrid grid =
+      parallel::RankGrid::create(world, static_cast<int>(o.parallel.tensor_parallel));
+  data::CorpusOptions corpus_options = data::corpus_options(
+      o.data, static_cast<std::uint64_t>(o.run.seed), data::CorpusSplit::train);
+  corpus_options.files = {input};
+  corpus_options.filters.clear();
+  corpus_options.validation_fraction = 0;
+  corpus_options.validation_files.clear();
+  corpus_options.validation_column.clear();
+  corpus_options.validation_values.clear();
+  corpus_options.label_column.clear();
+  corpus_options.group_column.clear();
+  corpus_options.spatial_obsm.clear();
+  corpus_options.spatial_columns.clear();
+  corpus_options.vocabulary_file = vocabulary;
+  corpus_options.keep_empty_cells = true;
+  const data::Corpus corpus(corpus_options, world);
+
+  parallel::CommunicatorOptions comm_options;
+  comm_options.name = "tensor-parallel";
+  const auto tp = parallel::Communicator::create(grid.tensor_parallel, torch::kCPU, comm_options);
+  const FamilyContext family_context{o,  spec.selected(), corpus.vocabulary().genes(), labels, grid,
+                                     tp, torch::kCPU};
+  std::unique_ptr<ModelFamily> family;
+  parallel::run_agreed(world, [&] {
+    family = model_family(o.model.family).create(family_context);
+    family->load_full_state_dict(weights.tensors);
+  });
+  weights = {};
+
+  data::EmbeddingOutputOptions output_options;
+  output_options.obsm_key = family->embedding_key();
+  output_options.dim = family->embedding_dim();
+  output_options.label_names = family->predicted_label_names();
+  if (!output_options.label_names.empty()) {
+    output_options.label_column =
+        values->count("label-column")
+            ? (*values)["label-column"].as<std::string>()
+            : "predicted_" + (o.data.label_column.empty() ? "label" : o.data.label_column);
+  }
+  data::EmbeddingWriter writer(input, output, output_options, world);
+  parallel::run_agreed(world, [&] {
+    if (writer.cells() != corpus.cells()) {
+      throw core::SystemError(input + ": " + std::to_string(writer.cells()) +
+                              " obs rows but the reader found " + std::to_string(corpus.cells()) +
+                              " cells");
+    }
+  });
+
+  // Each data-parallel rank embeds a contiguous share; its tensor-parallel group computes
+  // together and the group's first rank writes.
+  const std::int64_t cells = corpus.cells();
+  const std::int64_t begin = cells * grid.dp_rank / grid.dp_size;
+  const std::int64_t end = cells * (grid.dp_rank + 1) / grid.dp_size;
+  const auto start = std::chrono::steady_clock::now();
+  parallel::run_agreed(world, [&] {
+    for (std::int64_t at = begin; at < end; at += batch_cells) {
+      data::LoadedBatch batch;
+      batch.data = corpus.read(at, std::min(end, at + batch_cells));
+      const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
+      const torch::Tensor embedding = out.embedding.contiguous();
+      std::vector<std::int32_t> codes;
+      if (out.predicted.defined()) {
+        const torch::Tensor predicted = out.predicted.to(torch::kInt32).contiguous();
+        codes.assign(predicted.data_ptr<std::int32_t>(),
+                     predicted.data_ptr<std::int32_t>() + predicted.numel());
+      }
+      if (grid.tp_rank == 0) {
+        writer.write_rows(at, embedding.size(0), embedding.data_ptr<float>(),
+                          codes.empty() ? nullptr : codes.data());
+      }
+    }
+  });
+  writer.commit();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (world.rank() == 0) {
+    std::printf("embedded %s cells of %s in %.1f s on %d ranks: %s obsm/%s [%lld x %lld]%s\n",
+                data::with_thousands(cells).c_str(), input.c_str(), seconds, world.size(),
+                output.c_str(), output_options.obsm_key.c_str(), static_cast<long long>(cells),
+                static_cast<long long>(output_options.dim),
+                output_options.label_column.empty()
+                    ? ""
+                    : (", obs/" + output_options.label_column).c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace cellfm::trainers

@@ -1,0 +1,92 @@
+// metrics.jsonl lines and the progress line.
+#include "trainers/metrics_log.h"
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <iomanip>
+#include <sstream>
+
+#include "core/error.h"
+#include "data/h5ad_file.h"
+
+namespace cellfm::trainers {
+
+namespace {
+
+bool integral_field(const std::string& name) {
+  return name == "step" || name == "epoch" || name == "cells" || name == "skipped_cells";
+}
+
+std::string json_number(const std::string& name, double value) {
+  if (!std::isfinite(value)) return "null";
+  std::ostringstream out;
+  if (integral_field(name)) {
+    out << static_cast<std::int64_t>(value);
+  } else {
+    out << std::setprecision(17) << value;
+  }
+  return out.str();
+}
+
+}  // namespace
+
+MetricsLog::MetricsLog(const std::string& path) : path_(path) {
+  const auto parent = std::filesystem::path(path).parent_path();
+  if (!parent.empty()) std::filesystem::create_directories(parent);
+  file_ = std::fopen(path.c_str(), "w");
+  if (file_ == nullptr) throw core::SystemError(path + ": cannot open for writing metrics");
+}
+
+MetricsLog::~MetricsLog() {
+  if (file_ != nullptr) std::fclose(file_);
+}
+
+void MetricsLog::write(const Fields& fields) {
+  std::string line = "{";
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    line += (i ? ", \"" : "\"") + fields[i].first +
+            "\": " + json_number(fields[i].first, fields[i].second);
+  }
+  line += "}\n";
+  if (std::fputs(line.c_str(), file_) < 0 || std::fflush(file_) != 0) {
+    throw core::SystemError(path_ + ": cannot write metrics (disk full?)");
+  }
+}
+
+std::string format_duration(double seconds) {
+  const auto total = static_cast<std::int64_t>(std::max(0.0, std::round(seconds)));
+  std::ostringstream out;
+  if (total >= 3600) {
+    out << total / 3600 << ':' << std::setw(2) << std::setfill('0') << (total / 60) % 60;
+  } else {
+    out << total / 60;
+  }
+  out << ':' << std::setw(2) << std::setfill('0') << total % 60;
+  return out.str();
+}
+
+std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fields& fields,
+                            double eta_seconds) {
+  std::ostringstream out;
+  out << "step " << step << '/' << max_steps;
+  for (const auto& [name, value] : fields) {
+    if (name == "step") continue;
+    if (name == "epoch") {
+      out << " | epoch " << static_cast<std::int64_t>(value);
+    } else if (name == "lr") {
+      out << " | lr " << std::scientific << std::setprecision(2) << value << std::defaultfloat;
+    } else if (name == "cells_per_s") {
+      out << " | " << data::with_thousands(static_cast<std::int64_t>(value)) << " cells/s";
+    } else if (name == "elapsed_s" || name == "cells") {
+      continue;
+    } else {
+      out << (name == "loss" || name == "grad_norm" || name.rfind("eval_", 0) == 0 ? " | " : " ")
+          << name << ' ' << std::fixed << std::setprecision(4) << value << std::defaultfloat;
+    }
+  }
+  out << " | ETA " << format_duration(eta_seconds);
+  return out.str();
+}
+
+}  // namespace cellfm::trainers

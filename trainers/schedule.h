@@ -1,0 +1,31 @@
+// Learning-rate schedules and the optimisers of a spec: Adam (coupled L2 weight decay, as the
+// reference Exceiver trains) and AdamW (decoupled), with linear warmup then constant, linear or
+// cosine decay.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/experiment_options.h"
+
+namespace cellfm::trainers {
+
+/// The learning rate of optimizer step `step` (0-based) of `max_steps`:
+///   warmup:  peak x (step + 1) / warmup_steps for step < warmup_steps (the reference's rule);
+///   then:    constant: peak; linear / cosine: from peak at the end of warmup down to
+///            peak x final_lr_fraction at max_steps.
+double learning_rate_at(const core::OptimizerOptions& optimizer,
+                        const core::ScheduleOptions& schedule, std::int64_t step,
+                        std::int64_t max_steps);
+
+/// Adam or AdamW over `parameters` with the spec's betas, eps and weight decay.
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(const core::OptimizerOptions& optimizer,
+                                                        std::vector<torch::Tensor> parameters);
+
+/// Sets every parameter group's learning rate.
+void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate);
+
+}  // namespace cellfm::trainers
