@@ -21,7 +21,7 @@ using testing::ProcessResult;
 using testing::run_process;
 
 const std::string kPython = "/usr/bin/python3";
-constexpr int kGenes = 400;
+constexpr int kGenes = 2000;
 
 class TrainTest : public ::testing::Test {
  protected:
@@ -35,10 +35,10 @@ class TrainTest : public ::testing::Test {
     std::ofstream(path("spec.yaml")) << "base: " << CELLFM_SOURCE_DIR
                                      << "/experiments/quickstart.yaml\n"
                                         "run:\n  dir: "
-                                     << path("run") << "\n  max_steps: 60\n"
+                                     << path("run") << "\n  max_steps: 80\n"
                                      << "data:\n  files: [" << path("corpus") << "/*.h5ad]\n"
-                                     << "evaluation:\n  every_steps: 30\n  batches: 4\n"
-                                     << "checkpoint:\n  every_steps: 30\n";
+                                     << "evaluation:\n  every_steps: 40\n  batches: 4\n"
+                                     << "checkpoint:\n  every_steps: 40\n";
     const ProcessResult stats = cellfm({"prep", "stats", path("spec.yaml")});
     ASSERT_EQ(stats.exit_code, 0) << stats.err;
     train_ = new ProcessResult(cellfm({"train", path("spec.yaml")}, 2));
@@ -83,7 +83,7 @@ ProcessResult* TrainTest::train_ = nullptr;
 
 TEST_F(TrainTest, QuickstartLearnsOnTwoRanks) {
   ASSERT_EQ(train_->exit_code, 0) << train_->out << train_->err;
-  EXPECT_NE(train_->out.find("quickstart: 60 steps"), std::string::npos) << train_->out;
+  EXPECT_NE(train_->out.find("quickstart: 80 steps"), std::string::npos) << train_->out;
   EXPECT_NE(train_->out.find("held-out loss"), std::string::npos) << train_->out;
   EXPECT_NE(train_->out.find("ETA"), std::string::npos) << train_->out;
 
@@ -104,7 +104,7 @@ TEST_F(TrainTest, QuickstartLearnsOnTwoRanks) {
     }
   }
   EXPECT_EQ(lines.front()["step"].get<int>(), 0);  // the evaluation before training
-  EXPECT_EQ(lines.back()["step"].get<int>(), 60);
+  EXPECT_EQ(lines.back()["step"].get<int>(), 80);
   ASSERT_GT(first_eval, 0);
   EXPECT_LE(last_eval, 0.7 * first_eval) << "held-out loss " << first_eval << " -> " << last_eval;
   // The warmup: step 1's rate is peak / 20 (quickstart: 3e-3, 20 warmup steps) times step 10's
@@ -115,7 +115,7 @@ TEST_F(TrainTest, QuickstartLearnsOnTwoRanks) {
 TEST_F(TrainTest, RunDirectoryHoldsSpecVocabularyAndFullWeights) {
   ASSERT_EQ(train_->exit_code, 0) << train_->err;
   EXPECT_TRUE(std::filesystem::exists(path("run/spec.yaml")));
-  EXPECT_TRUE(std::filesystem::exists(path("run/weights/step_000000030.safetensors")));
+  EXPECT_TRUE(std::filesystem::exists(path("run/weights/step_000000040.safetensors")));
   std::ifstream vocabulary(path("run/vocabulary.txt"));
   std::int64_t genes = 0;
   for (std::string line; std::getline(vocabulary, line);) genes += !line.empty();
@@ -124,7 +124,7 @@ TEST_F(TrainTest, RunDirectoryHoldsSpecVocabularyAndFullWeights) {
 
   const core::SafetensorsContent weights = core::read_safetensors(path("run/weights.safetensors"));
   EXPECT_EQ(weights.metadata.at("family"), "exceiver");
-  EXPECT_EQ(weights.metadata.at("step"), "60");
+  EXPECT_EQ(weights.metadata.at("step"), "80");
   std::map<std::string, std::vector<std::int64_t>> shapes;
   for (const auto& [name, tensor] : weights.tensors) {
     shapes[name] = std::vector<std::int64_t>(tensor.sizes().begin(), tensor.sizes().end());
@@ -170,7 +170,7 @@ TEST_F(TrainTest, EmbedOutputReadByAnndataAndIndependentOfRankCount) {
 TEST_F(TrainTest, ClassifierReportsAccuracyAndMacroF1AndPredictsLabels) {
   const ProcessResult trained =
       cellfm({"train", path("spec.yaml"), "--set", "model.exceiver.classifier=true", "--set",
-              "run.dir=" + path("classifier"), "--set", "run.max_steps=30", "--set",
+              "run.dir=" + path("classifier"), "--set", "run.max_steps=20", "--set",
               "data.gene_stats=" + path("run/gene_stats.tsv")},
              2);
   ASSERT_EQ(trained.exit_code, 0) << trained.out << trained.err;

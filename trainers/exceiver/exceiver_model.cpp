@@ -185,7 +185,16 @@ torch::Tensor ExceiverModelImpl::encoder_bias(const torch::Tensor& zero_or_pad) 
 torch::Tensor ExceiverModelImpl::encode(const EncoderInput& input) {
   const std::int64_t batch = input.gene_ids.size(0);
   // tokens = value x gene embedding; the mask row G is zero and gets no gradient.
-  const torch::Tensor tokens = input.values.unsqueeze(-1) * gene_emb->forward(input.gene_ids);
+  torch::Tensor tokens;
+  if (zero_genes_ == ZeroGenes::drop) {
+    tokens = input.values.unsqueeze(-1) * gene_emb->forward(input.gene_ids);
+  } else {
+    // Key k is gene k or the mask row: a broadcast product with the table instead of a gather,
+    // whose backward (an index_add over batch x genes rows) costs far more than a batch sum.
+    CELLFM_CHECK(input.gene_ids.size(1) == genes_, "exceiver: dense keys must be every gene");
+    const torch::Tensor kept = input.values * input.gene_ids.ne(genes_).to(input.values.dtype());
+    tokens = kept.unsqueeze(-1) * gene_emb->weight.narrow(0, 0, genes_).unsqueeze(0);
+  }
   torch::Tensor latent =
       query_emb.unsqueeze(0).expand({batch, query_emb.size(0), query_emb.size(1)});
   latent = encoder_cross_attn->forward(latent, tokens, encoder_bias(input.zero_or_pad));
