@@ -15,10 +15,12 @@
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "data/h5_copy.h"
 #include "data/h5_file.h"
 #include "data/h5_read.h"
 #include "data/h5_write.h"
 #include "data/h5ad_file.h"
+#include "data/lzf_filter.h"
 
 namespace cellfm::data {
 namespace {
@@ -36,75 +38,23 @@ struct Source {
   bool h5sparse = false;  // anndata <= 0.7 attributes
 };
 
-void copy_attributes(hid_t from, hid_t to, const std::set<std::string>& skip = {}) {
-  H5O_info_t info;
-  CELLFM_H5_CHECK(H5Oget_info2(from, &info, H5O_INFO_NUM_ATTRS));
-  for (hsize_t i = 0; i < info.num_attrs; ++i) {
-    H5Id attribute(CELLFM_H5_CHECK(H5Aopen_by_idx(from, ".", H5_INDEX_NAME, H5_ITER_INC, i,
-                                                  H5P_DEFAULT, H5P_DEFAULT)),
-                   H5Aclose);
-    const ssize_t length = CELLFM_H5_CHECK(H5Aget_name(attribute.get(), 0, nullptr));
-    std::string name(static_cast<std::size_t>(length) + 1, '\0');
-    CELLFM_H5_CHECK(H5Aget_name(attribute.get(), name.size(), name.data()));
-    name.resize(static_cast<std::size_t>(length));
-    if (skip.count(name)) continue;
-    H5Id type(CELLFM_H5_CHECK(H5Aget_type(attribute.get())), H5Tclose);
-    H5Id space(CELLFM_H5_CHECK(H5Aget_space(attribute.get())), H5Sclose);
-    const hssize_t points = CELLFM_H5_CHECK(H5Sget_simple_extent_npoints(space.get()));
-    std::vector<unsigned char> buffer(static_cast<std::size_t>(points) * H5Tget_size(type.get()) +
-                                      1);
-    CELLFM_H5_CHECK(H5Aread(attribute.get(), type.get(), buffer.data()));
-    const bool variable = CELLFM_H5_CHECK(H5Tdetect_class(type.get(), H5T_VLEN)) > 0 ||
-                          (H5Tget_class(type.get()) == H5T_STRING &&
-                           CELLFM_H5_CHECK(H5Tis_variable_str(type.get())) > 0);
-    try {
-      H5Id copy(CELLFM_H5_CHECK(H5Acreate2(to, name.c_str(), type.get(), space.get(), H5P_DEFAULT,
-                                           H5P_DEFAULT)),
-                H5Aclose);
-      CELLFM_H5_CHECK(H5Awrite(copy.get(), type.get(), buffer.data()));
-    } catch (...) {
-      if (variable) H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, buffer.data());
-      throw;
-    }
-    if (variable) {
-      CELLFM_H5_CHECK(H5Dvlen_reclaim(type.get(), space.get(), H5P_DEFAULT, buffer.data()));
-    }
-  }
-}
-
-std::vector<std::string> link_names(hid_t group) {
-  H5G_info_t info;
-  CELLFM_H5_CHECK(H5Gget_info(group, &info));
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    const ssize_t length = CELLFM_H5_CHECK(
-        H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
-    std::string name(static_cast<std::size_t>(length) + 1, '\0');
-    CELLFM_H5_CHECK(H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, name.data(),
-                                       name.size(), H5P_DEFAULT));
-    name.resize(static_cast<std::size_t>(length));
-    names.push_back(name);
-  }
-  return names;
-}
-
 // Copies the links of group `from` into `to`, except the objects in `excluded` (full paths); a
 // group on the way to an excluded object is recreated with its attributes and copied link by link.
 void copy_except(hid_t from, hid_t to, const std::string& prefix,
                  const std::set<std::string>& excluded) {
-  for (const std::string& name : link_names(from)) {
+  for (const std::string& name : h5_link_names(from)) {
     const std::string full = prefix + name;
     if (excluded.count(full)) continue;
     const bool on_the_way = std::any_of(excluded.begin(), excluded.end(), [&](const auto& path) {
       return path.rfind(full + "/", 0) == 0;
     });
     if (!on_the_way) {
-      CELLFM_H5_CHECK(H5Ocopy(from, name.c_str(), to, name.c_str(), H5P_DEFAULT, H5P_DEFAULT));
+      h5_copy_object(from, name, to);
       continue;
     }
     H5Id source(CELLFM_H5_CHECK(H5Gopen2(from, name.c_str(), H5P_DEFAULT)), H5Gclose);
     H5Id target = h5_create_group(to, name);
-    copy_attributes(source.get(), target.get());
+    h5_copy_attributes(source.get(), target.get());
     copy_except(source.get(), target.get(), full + "/", excluded);
   }
 }
@@ -413,6 +363,7 @@ CsrConvertReport::Matrix convert_dense(hid_t in, hid_t out, const Source& source
 CsrConvertReport convert_to_csr(const std::string& input, const std::string& output,
                                 const CsrConvertOptions& options) {
   h5_silence_automatic_errors();
+  register_lzf_filter();  // matrices and string columns of files written with compression="lzf"
   std::error_code ec;
   if (!fs::is_regular_file(input, ec)) {
     throw core::InputError(input + ": no such file");
@@ -459,7 +410,7 @@ CsrConvertReport convert_to_csr(const std::string& input, const std::string& out
   {
     H5Id out = h5_create_file(temporary.path());
     H5Id in_root(CELLFM_H5_CHECK(H5Gopen2(in.get(), "/", H5P_DEFAULT)), H5Gclose);
-    copy_attributes(in_root.get(), out.get());
+    h5_copy_attributes(in_root.get(), out.get(), {}, "the root group");
     copy_except(in_root.get(), out.get(), "", excluded);
     for (const Source& source : sources) {
       if (source.format == MatrixFormat::csc) {

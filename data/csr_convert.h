@@ -38,12 +38,15 @@ struct CsrConvertReport {
 /// encoding: encoding-type csr_matrix, encoding-version 0.1.0, shape; plus h5sparse_format/
 /// h5sparse_shape where the input used them), the values in their stored dtype, indices and
 /// indptr int32 when the entry count and column count fit, else int64. Every other object (obs,
-/// var, obsm, uns, layers, ...) and every attribute is copied unchanged (H5Ocopy).
+/// var, obsm, uns, layers, ...) and every attribute is copied unchanged; object references (anndata
+/// 0.7's categorical `categories`) are followed and point at the copied objects.
+/// Inputs written with h5py's LZF compression are read (see lzf_filter.h).
 /// Memory: rows + columns int64 plus `buffer_bytes` (one row block at a time for dense input).
 /// The file appears atomically (written to `output`.tmp, fsynced, renamed).
 /// Serial: call it from one process. Throws core::InputError naming `input` when it is not an
 /// h5ad file, has no expression matrix, has none to convert (all CSR), or is malformed
-/// (out-of-range indices, decreasing indptr); core::UsageError for an output equal to the input
+/// (out-of-range indices, decreasing indptr, object references in an attribute of the root group
+/// or of raw when raw/X is converted); core::UsageError for an output equal to the input
 /// or in a missing directory.
 CsrConvertReport convert_to_csr(const std::string& input, const std::string& output,
                                 const CsrConvertOptions& options = {});

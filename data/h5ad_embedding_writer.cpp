@@ -9,13 +9,13 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <functional>
 #include <optional>
 #include <set>
 #include <utility>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
+#include "data/h5_copy.h"
 #include "data/h5_file.h"
 #include "data/h5_native.h"
 #include "data/h5_read.h"
@@ -95,28 +95,6 @@ std::string make_temporary(const std::string& output) {
 
 // ---- HDF5 helpers ------------------------------------------------------------------------------
 
-std::string get_name(ssize_t length, const std::function<void(char*, std::size_t)>& fill) {
-  std::string name(static_cast<std::size_t>(length) + 1, '\0');
-  fill(name.data(), name.size());
-  name.resize(static_cast<std::size_t>(length));
-  return name;
-}
-
-std::vector<std::string> link_names(hid_t group) {
-  H5G_info_t info;
-  CELLFM_H5_CHECK(H5Gget_info(group, &info));
-  std::vector<std::string> names;
-  for (hsize_t i = 0; i < info.nlinks; ++i) {
-    const ssize_t length = CELLFM_H5_CHECK(
-        H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, nullptr, 0, H5P_DEFAULT));
-    names.push_back(get_name(length, [&](char* out, std::size_t size) {
-      CELLFM_H5_CHECK(
-          H5Lget_name_by_idx(group, ".", H5_INDEX_NAME, H5_ITER_INC, i, out, size, H5P_DEFAULT));
-    }));
-  }
-  return names;
-}
-
 bool variable_length(hid_t type) {
   return CELLFM_H5_CHECK(H5Tdetect_class(type, H5T_VLEN)) > 0 ||
          (H5Tget_class(type) == H5T_STRING && CELLFM_H5_CHECK(H5Tis_variable_str(type)) > 0);
@@ -132,48 +110,6 @@ struct VlenBuffer {
     if (active) H5Dvlen_reclaim(type, space, H5P_DEFAULT, data);
   }
 };
-
-// Every attribute of `from` onto `to`, with its stored type and shape. Object references would
-// point into the input file, so an attribute holding them is refused (anndata puts none on the
-// objects copied this way).
-void copy_attributes(hid_t from, hid_t to, const std::string& input, const std::string& where) {
-  H5O_info_t info;
-  CELLFM_H5_CHECK(H5Oget_info2(from, &info, H5O_INFO_NUM_ATTRS));
-  for (hsize_t i = 0; i < info.num_attrs; ++i) {
-    H5Id attribute(CELLFM_H5_CHECK(H5Aopen_by_idx(from, ".", H5_INDEX_NAME, H5_ITER_INC, i,
-                                                  H5P_DEFAULT, H5P_DEFAULT)),
-                   H5Aclose);
-    const std::string name = get_name(CELLFM_H5_CHECK(H5Aget_name(attribute.get(), 0, nullptr)),
-                                      [&](char* out, std::size_t size) {
-                                        CELLFM_H5_CHECK(H5Aget_name(attribute.get(), size, out));
-                                      });
-    H5Id type(CELLFM_H5_CHECK(H5Aget_type(attribute.get())), H5Tclose);
-    if (CELLFM_H5_CHECK(H5Tdetect_class(type.get(), H5T_REFERENCE)) > 0) {
-      throw core::InputError(input + ": attribute '" + name + "' of " + where +
-                             " holds object references, which cannot be copied");
-    }
-    H5Id space(CELLFM_H5_CHECK(H5Aget_space(attribute.get())), H5Sclose);
-    const hssize_t points = CELLFM_H5_CHECK(H5Sget_simple_extent_npoints(space.get()));
-    std::vector<unsigned char> buffer(static_cast<std::size_t>(points) * H5Tget_size(type.get()) +
-                                      1);
-    CELLFM_H5_CHECK(H5Aread(attribute.get(), type.get(), buffer.data()));
-    VlenBuffer reclaim{type.get(), space.get(), buffer.data(), variable_length(type.get())};
-    H5Id copy(CELLFM_H5_CHECK(
-                  H5Acreate2(to, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)),
-              H5Aclose);
-    CELLFM_H5_CHECK(H5Awrite(copy.get(), type.get(), buffer.data()));
-  }
-}
-
-// Copies with object references followed: a 0.7 codes dataset's `categories` reference then
-// points at the copy of obs/__categories/<column> (H5Ocopy maps objects it has already copied
-// within one call, so the referenced dataset is not duplicated when both lie below the copied
-// object).
-void copy_object(hid_t from, const std::string& name, hid_t to) {
-  H5Id plist(CELLFM_H5_CHECK(H5Pcreate(H5P_OBJECT_COPY)), H5Pclose);
-  CELLFM_H5_CHECK(H5Pset_copy_object(plist.get(), H5O_COPY_EXPAND_REFERENCE_FLAG));
-  CELLFM_H5_CHECK(H5Ocopy(from, name.c_str(), to, name.c_str(), plist.get(), H5P_DEFAULT));
-}
 
 void delete_if_present(hid_t location, const std::string& path) {
   if (h5_exists(location, path)) CELLFM_H5_CHECK(H5Ldelete(location, path.c_str(), H5P_DEFAULT));
@@ -284,9 +220,9 @@ void write_obsm(hid_t source, hid_t target, const CopyPlan& plan) {
   } else if (h5_kind(source, "obsm") == H5Kind::group) {
     H5Id from(CELLFM_H5_CHECK(H5Gopen2(source, "obsm", H5P_DEFAULT)), H5Gclose);
     obsm = h5_create_group(target, "obsm");
-    copy_attributes(from.get(), obsm.get(), plan.input, "obsm");
-    for (const std::string& name : link_names(from.get())) {
-      if (name != key) copy_object(from.get(), name, obsm.get());
+    h5_copy_attributes(from.get(), obsm.get(), {}, "obsm");
+    for (const std::string& name : h5_link_names(from.get())) {
+      if (name != key) h5_copy_object(from.get(), name, obsm.get());
     }
   } else {
     H5Id from(CELLFM_H5_CHECK(H5Dopen2(source, "obsm", H5P_DEFAULT)), H5Dclose);
@@ -431,7 +367,7 @@ void write_obs_v06(hid_t source, hid_t target, const CopyPlan& plan) {
     CELLFM_H5_CHECK(
         H5Dwrite(obs.get(), new_type.get(), H5S_ALL, H5S_ALL, H5P_DEFAULT, buffer.data()));
   }
-  copy_attributes(from.get(), obs.get(), plan.input, "obs");
+  h5_copy_attributes(from.get(), obs.get(), {}, "obs");
 }
 
 void add_categories_v06(hid_t target, const CopyPlan& plan) {
@@ -449,14 +385,14 @@ void build_copy(const CopyPlan& plan) {
   H5Id target = h5_create_file(plan.temporary);
   H5Id source_root(CELLFM_H5_CHECK(H5Gopen2(source.get(), "/", H5P_DEFAULT)), H5Gclose);
   H5Id target_root(CELLFM_H5_CHECK(H5Gopen2(target.get(), "/", H5P_DEFAULT)), H5Gclose);
-  copy_attributes(source_root.get(), target_root.get(), plan.input, "the root group");
-  for (const std::string& name : link_names(source_root.get())) {
+  h5_copy_attributes(source_root.get(), target_root.get(), {}, "the root group");
+  for (const std::string& name : h5_link_names(source_root.get())) {
     if (name == "obsm") continue;
     if (name == "obs" && labels && plan.generation == Generation::v06) {
       write_obs_v06(source.get(), target.get(), plan);
       continue;
     }
-    copy_object(source_root.get(), name, target_root.get());
+    h5_copy_object(source_root.get(), name, target_root.get());
   }
   write_obsm(source.get(), target.get(), plan);
   if (!labels) return;
