@@ -152,8 +152,9 @@ TEST(Spec, KeyInTheWrongSectionSuggestsWhereItLives) {
 TEST(Spec, UnknownKeyWithoutNearMatchListsTheSection) {
   TempDir dir;
   const std::string path = dir.write("x.yaml", "data:\n  files: [a]\nschedule:\n  gamma: 1\n");
-  EXPECT_EQ(load_error(path),
-            path + ":4: unknown key schedule.gamma; schedule has name, warmup_steps");
+  EXPECT_EQ(
+      load_error(path),
+      path + ":4: unknown key schedule.gamma; schedule has name, warmup_steps, final_lr_fraction");
   const std::string top = dir.write("y.yaml", "data:\n  files: [a]\nzzzzzz: 1\n");
   const std::string message = load_error(top);
   EXPECT_NE(message.find(":3: unknown key zzzzzz; the sections are run, data, model"),
@@ -199,8 +200,9 @@ TEST(Spec, BadChoiceSuggestsTheClosestChoice) {
 TEST(Spec, SectionsAndValuesCannotBeSwapped) {
   TempDir dir;
   const std::string scalar = dir.write("x.yaml", "data:\n  files: [a]\nschedule: cosine\n");
-  EXPECT_EQ(load_error(scalar),
-            scalar + ":3: schedule is a section (name, warmup_steps), not a value");
+  EXPECT_EQ(
+      load_error(scalar),
+      scalar + ":3: schedule is a section (name, warmup_steps, final_lr_fraction), not a value");
   const std::string mapping = dir.write("y.yaml", "data:\n  files: [a]\nrun:\n  seed:\n    x: 1\n");
   EXPECT_EQ(load_error(mapping), mapping + ":5: run.seed must be an integer >= 0, got a mapping");
 }

@@ -8,6 +8,7 @@
 #include "core/experiment_options.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -30,7 +31,7 @@ std::string valid_spec(const TempDir& dir) {
 TEST(Cli, HelpListsCommandsAndExitCodes) {
   const ProcessResult result = cellfm({"--help"});
   EXPECT_EQ(result.exit_code, 0) << result.err;
-  EXPECT_NE(result.out.find("Commands:\n  check "), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("Commands:\n  train "), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("75 stopped after a checkpoint"), std::string::npos);
   EXPECT_EQ(result.err, "");
 }
@@ -130,7 +131,7 @@ TEST(Cli, CheckPassesAndItsResolvedSpecReloads) {
   EXPECT_NE(first.out.find("check passed"), std::string::npos) << first.out;
   EXPECT_NE(first.out.find("cxg_example_valid.h5ad"), std::string::npos);
   EXPECT_NE(first.out.find("--set optimizer.learning_rate=2.5e-4"), std::string::npos);  // source
-  const auto options = core::load_experiment(resolved, {}).options;
+  const auto options = load_training_spec(resolved, {}).experiment.options;
   EXPECT_EQ(options.optimizer.learning_rate, 2.5e-4);
   EXPECT_EQ(options.run.name, "exp");
   const ProcessResult second = cellfm({"check", resolved});
