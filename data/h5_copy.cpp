@@ -17,22 +17,6 @@ std::string read_name(Get get) {
   return name;
 }
 
-bool variable_length(hid_t type) {
-  return CELLFM_H5_CHECK(H5Tdetect_class(type, H5T_VLEN)) > 0 ||
-         (H5Tget_class(type) == H5T_STRING && CELLFM_H5_CHECK(H5Tis_variable_str(type)) > 0);
-}
-
-// Frees the variable-length parts HDF5 allocated while reading `data`; never throws.
-struct VlenBuffer {
-  hid_t type;
-  hid_t space;
-  void* data;
-  bool active;
-  ~VlenBuffer() {
-    if (active) H5Dvlen_reclaim(type, space, H5P_DEFAULT, data);
-  }
-};
-
 }  // namespace
 
 std::vector<std::string> h5_link_names(hid_t group) {
@@ -74,9 +58,9 @@ void h5_copy_attributes(hid_t from, hid_t to, const std::set<std::string>& skip,
     const hssize_t points = CELLFM_H5_CHECK(H5Sget_simple_extent_npoints(space.get()));
     std::vector<unsigned char> buffer(static_cast<std::size_t>(points) * H5Tget_size(type.get()) +
                                       1);
-    const bool variable = variable_length(type.get());
+    const bool variable = h5_variable_length(type.get());
     CELLFM_H5_CHECK(H5Aread(attribute.get(), type.get(), buffer.data()));
-    VlenBuffer reclaim{type.get(), space.get(), buffer.data(), variable};
+    H5VlenBuffer reclaim{type.get(), space.get(), buffer.data(), variable};
     H5Id copy(CELLFM_H5_CHECK(
                   H5Acreate2(to, name.c_str(), type.get(), space.get(), H5P_DEFAULT, H5P_DEFAULT)),
               H5Aclose);
@@ -93,6 +77,11 @@ void h5_copy_object(hid_t from, const std::string& name, hid_t to) {
   H5Id plist(CELLFM_H5_CHECK(H5Pcreate(H5P_OBJECT_COPY)), H5Pclose);
   CELLFM_H5_CHECK(H5Pset_copy_object(plist.get(), H5O_COPY_EXPAND_REFERENCE_FLAG));
   CELLFM_H5_CHECK(H5Ocopy(from, name.c_str(), to, name.c_str(), plist.get(), H5P_DEFAULT));
+}
+
+bool h5_variable_length(hid_t type) {
+  return CELLFM_H5_CHECK(H5Tdetect_class(type, H5T_VLEN)) > 0 ||
+         (H5Tget_class(type) == H5T_STRING && CELLFM_H5_CHECK(H5Tis_variable_str(type)) > 0);
 }
 
 }  // namespace cellfm::data

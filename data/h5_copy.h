@@ -10,6 +10,21 @@
 
 namespace cellfm::data {
 
+/// Whether values of `type` hold variable-length parts (vlen sequences or variable strings).
+bool h5_variable_length(hid_t type);
+
+/// Frees the variable-length parts HDF5 allocated while reading `data` (when `active`); never
+/// throws.
+struct H5VlenBuffer {
+  hid_t type;
+  hid_t space;
+  void* data;
+  bool active;
+  ~H5VlenBuffer() {
+    if (active) H5Dvlen_reclaim(type, space, H5P_DEFAULT, data);
+  }
+};
+
 /// The names of the links of `group`, in ascending name order.
 std::vector<std::string> h5_link_names(hid_t group);
 

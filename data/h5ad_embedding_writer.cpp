@@ -95,22 +95,6 @@ std::string make_temporary(const std::string& output) {
 
 // ---- HDF5 helpers ------------------------------------------------------------------------------
 
-bool variable_length(hid_t type) {
-  return CELLFM_H5_CHECK(H5Tdetect_class(type, H5T_VLEN)) > 0 ||
-         (H5Tget_class(type) == H5T_STRING && CELLFM_H5_CHECK(H5Tis_variable_str(type)) > 0);
-}
-
-// Frees the variable-length parts HDF5 allocated while reading `buffer`; never throws.
-struct VlenBuffer {
-  hid_t type;
-  hid_t space;
-  void* data;
-  bool active;
-  ~VlenBuffer() {
-    if (active) H5Dvlen_reclaim(type, space, H5P_DEFAULT, data);
-  }
-};
-
 void delete_if_present(hid_t location, const std::string& path) {
   if (h5_exists(location, path)) CELLFM_H5_CHECK(H5Ldelete(location, path.c_str(), H5P_DEFAULT));
 }
@@ -181,8 +165,8 @@ void split_compound_obsm(hid_t dataset, hid_t target, const CopyPlan& plan) {
     std::vector<unsigned char> buffer(size * plan.cells + 1);
     CELLFM_H5_CHECK(
         H5Dread(dataset, memory.get(), memory_space.get(), H5S_ALL, H5P_DEFAULT, buffer.data()));
-    VlenBuffer reclaim{memory.get(), memory_space.get(), buffer.data(),
-                       variable_length(memory.get())};
+    H5VlenBuffer reclaim{memory.get(), memory_space.get(), buffer.data(),
+                         h5_variable_length(memory.get())};
     // A field [k] (an HDF5 array type) is a [cells, k] dataset of its element type.
     std::vector<hsize_t> dims = {cells};
     H5Id element;
@@ -357,8 +341,8 @@ void write_obs_v06(hid_t source, hid_t target, const CopyPlan& plan) {
   std::vector<unsigned char> buffer(record * plan.cells + 1, 0);
   CELLFM_H5_CHECK(H5Dread(from.get(), kept_type.get(), memory_space.get(), H5S_ALL, H5P_DEFAULT,
                           buffer.data()));
-  VlenBuffer reclaim{kept_type.get(), memory_space.get(), buffer.data(),
-                     variable_length(kept_type.get())};
+  H5VlenBuffer reclaim{kept_type.get(), memory_space.get(), buffer.data(),
+                       h5_variable_length(kept_type.get())};
   for (std::int64_t row = 0; row < plan.cells; ++row) {
     std::memset(buffer.data() + row * record + *code_offset, 0xff, code_size);  // -1 at any width
   }

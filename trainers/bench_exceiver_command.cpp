@@ -7,13 +7,13 @@
 #include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
 #include "core/error.h"
 #include "data/keyed_permutation.h"
 #include "trainers/cli_command.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
+#include "trainers/trainer.h"
 
 namespace cellfm::trainers {
 
@@ -92,9 +92,7 @@ int run_bench_exceiver(const std::vector<std::string>& args, CliContext& context
     modes.push_back(mode);
   }
 
-  // As `cellfm train` does: this node's cores shared among its ranks.
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  torch::set_num_threads(std::max(1, cores / world.node_size()));
+  use_node_share_of_cores(world);  // as `cellfm train` does
   const auto tp = parallel::Communicator::create(parallel::Comm::self(), torch::kCPU);
   const data::CorpusBatch batch = synthetic_cells(cells, genes, nnz, 11);
   exceiver::CollateSettings settings;

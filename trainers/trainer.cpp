@@ -29,6 +29,11 @@ std::uint64_t step_seed(std::int64_t seed, int dp_rank, std::int64_t step) {
                            static_cast<std::uint64_t>(dp_rank), static_cast<std::uint64_t>(step)});
 }
 
+void use_node_share_of_cores(const parallel::Comm& world) {
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  torch::set_num_threads(std::max(1, cores / world.node_size()));
+}
+
 namespace {
 
 bool has_validation(const core::DataOptions& data) {
@@ -60,9 +65,7 @@ class Trainer {
         o_(spec.experiment.options),
         world_(world),
         grid_(parallel::RankGrid::create(world, static_cast<int>(o_.parallel.tensor_parallel))) {
-    // One intra-op thread pool per rank, sized to this node's share of cores.
-    const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-    torch::set_num_threads(std::max(1, cores / world.node_size()));
+    use_node_share_of_cores(world);
 
     const auto seed = static_cast<std::uint64_t>(o_.run.seed);
     train_corpus_ = std::make_unique<data::Corpus>(

@@ -35,6 +35,9 @@ struct TrainSummary {
 /// Runs the whole training job on every rank of `world` (collective).
 TrainSummary train(const TrainingSpec& spec, const parallel::Comm& world);
 
+/// Sizes LibTorch's intra-op thread pool to this node's cores shared among its ranks of `world`.
+void use_node_share_of_cores(const parallel::Comm& world);
+
 /// The data-parallel rank's torch seed for step `step`: derived from (seed, dp rank, step), the
 /// same on the tensor-parallel ranks of one group (their replicated activations must agree).
 std::uint64_t step_seed(std::int64_t seed, int dp_rank, std::int64_t step);

@@ -47,4 +47,15 @@ int count_occurrences(const std::string& haystack, const std::string& needle) {
   return count;
 }
 
+ProcessResult run_ranks(const std::string& mpiexec, const std::string& program,
+                        const std::vector<std::string>& args, int ranks) {
+  std::vector<std::string> argv = {program};
+  if (ranks > 0) {
+    argv = {mpiexec, "-n", std::to_string(ranks), "--oversubscribe", program};
+    if (::geteuid() == 0) argv.insert(argv.begin() + 1, "--allow-run-as-root");
+  }
+  argv.insert(argv.end(), args.begin(), args.end());
+  return run_process(argv);
+}
+
 }  // namespace cellfm::testing

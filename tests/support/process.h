@@ -17,6 +17,11 @@ struct ProcessResult {
 ProcessResult run_process(const std::vector<std::string>& argv,
                           const std::string& working_directory = "");
 
+/// Runs `program` with `args`: directly when ranks is 0, else under `mpiexec -n ranks
+/// --oversubscribe` (with --allow-run-as-root when the test runs as root, as in CI).
+ProcessResult run_ranks(const std::string& mpiexec, const std::string& program,
+                        const std::vector<std::string>& args, int ranks = 0);
+
 /// How often `needle` occurs in `haystack`.
 int count_occurrences(const std::string& haystack, const std::string& needle);
 

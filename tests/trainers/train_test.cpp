@@ -50,13 +50,7 @@ class TrainTest : public ::testing::Test {
   static std::string path(const std::string& name) { return dir_->path() + "/" + name; }
 
   static ProcessResult cellfm(std::vector<std::string> args, int ranks = 0) {
-    std::vector<std::string> argv = {CELLFM_BINARY};
-    if (ranks > 0) {
-      argv = {CELLFM_MPIEXEC, "-n", std::to_string(ranks), "--oversubscribe", CELLFM_BINARY};
-      if (::geteuid() == 0) argv.insert(argv.begin() + 1, "--allow-run-as-root");
-    }
-    argv.insert(argv.end(), args.begin(), args.end());
-    return run_process(argv);
+    return testing::run_ranks(CELLFM_MPIEXEC, CELLFM_BINARY, args, ranks);
   }
 
   static std::vector<json> metrics(const std::string& run) {
