@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake ninja-build ccache pkg-config git
+  build-essential cmake ninja-build ccache pkg-config git shellcheck
   libtorch-dev
   openmpi-bin libopenmpi-dev
   libhdf5-openmpi-dev hdf5-tools

@@ -23,6 +23,7 @@ echo "quickstart: ${mpi[*]} build/cellfm check experiments/quickstart.yaml"
 "${mpi[@]}" build/cellfm check experiments/quickstart.yaml
 "${mpi[@]}" build/cellfm prep stats experiments/quickstart.yaml
 "${mpi[@]}" build/cellfm train experiments/quickstart.yaml
-first_file=$(ls "$corpus"/*.h5ad | head -n 1)
+corpus_files=("$corpus"/*.h5ad)
+first_file=${corpus_files[0]}
 "${mpi[@]}" build/cellfm embed experiments/quickstart.yaml --weights runs/quickstart/weights.safetensors \
   --input "$first_file" --output runs/quickstart/embedded.h5ad
