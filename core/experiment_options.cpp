@@ -38,10 +38,17 @@ bool EvaluationOptions::operator==(const EvaluationOptions& o) const {
   return every_steps == o.every_steps && batches == o.batches;
 }
 bool ParallelOptions::operator==(const ParallelOptions& o) const {
-  return tensor_parallel == o.tensor_parallel;
+  return tensor_parallel == o.tensor_parallel && collective_timeout_s == o.collective_timeout_s;
 }
 bool CheckpointOptions::operator==(const CheckpointOptions& o) const {
-  return every_steps == o.every_steps;
+  return every_steps == o.every_steps && every_minutes == o.every_minutes &&
+         keep_last == o.keep_last && keep_every_steps == o.keep_every_steps;
+}
+bool FaultOptions::operator==(const FaultOptions& o) const {
+  return nan_consecutive_limit == o.nan_consecutive_limit && nan_action == o.nan_action &&
+         nan_rollback_lr_factor == o.nan_rollback_lr_factor &&
+         nan_max_rollbacks == o.nan_max_rollbacks && inject_nan_at_step == o.inject_nan_at_step &&
+         inject_nan_steps == o.inject_nan_steps;
 }
 bool LoggingOptions::operator==(const LoggingOptions& o) const {
   return every_steps == o.every_steps && level == o.level && all_ranks == o.all_ranks;
@@ -49,7 +56,7 @@ bool LoggingOptions::operator==(const LoggingOptions& o) const {
 bool ExperimentOptions::operator==(const ExperimentOptions& o) const {
   return run == o.run && data == o.data && model == o.model && optimizer == o.optimizer &&
          schedule == o.schedule && parallel == o.parallel && checkpoint == o.checkpoint &&
-         logging == o.logging && evaluation == o.evaluation;
+         logging == o.logging && evaluation == o.evaluation && faults == o.faults;
 }
 
 void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
@@ -155,11 +162,51 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
            "ranks per tensor-parallel group (consecutive ranks, one node)")
       .at_least(1)
       .at_most(1024);
+  schema
+      .add("parallel.collective_timeout_s", &o.parallel.collective_timeout_s,
+           "seconds a collective may run before the watchdog aborts the job; 0: never")
+      .at_least(0);
 
   schema
       .add("checkpoint.every_steps", &o.checkpoint.every_steps,
-           "steps between checkpoints; 0: only at the end")
+           "steps between checkpoints; 0: only at the end and on a signal")
       .at_least(0);
+  schema
+      .add("checkpoint.every_minutes", &o.checkpoint.every_minutes,
+           "also checkpoint after this many minutes since the last; 0: off")
+      .at_least(0);
+  schema.add("checkpoint.keep_last", &o.checkpoint.keep_last, "the newest checkpoints kept")
+      .at_least(1);
+  schema
+      .add("checkpoint.keep_every_steps", &o.checkpoint.keep_every_steps,
+           "also keep checkpoints whose step is a multiple of this; 0: none")
+      .at_least(0);
+
+  schema
+      .add("faults.nan_consecutive_limit", &o.faults.nan_consecutive_limit,
+           "consecutive skipped non-finite steps before faults.nan_action")
+      .at_least(1);
+  schema
+      .add("faults.nan_action", &o.faults.nan_action,
+           "after the limit: roll back to the last checkpoint, or stop (exit 1)")
+      .choices({"rollback", "stop"});
+  schema
+      .add("faults.nan_rollback_lr_factor", &o.faults.nan_rollback_lr_factor,
+           "learning-rate multiplier applied at each rollback")
+      .greater_than(0)
+      .at_most(1);
+  schema
+      .add("faults.nan_max_rollbacks", &o.faults.nan_max_rollbacks,
+           "rollbacks before the run stops (exit 1)")
+      .at_least(0);
+  schema
+      .add("faults.inject_nan_at_step", &o.faults.inject_nan_at_step,
+           "testing: give this step a NaN loss; -1: off")
+      .at_least(-1);
+  schema
+      .add("faults.inject_nan_steps", &o.faults.inject_nan_steps,
+           "testing: consecutive steps given a NaN loss from faults.inject_nan_at_step")
+      .at_least(1);
 
   schema.add("logging.every_steps", &o.logging.every_steps, "steps between progress lines")
       .at_least(1);

@@ -78,12 +78,16 @@ struct EvaluationOptions {
 };
 
 struct ParallelOptions {
-  std::int64_t tensor_parallel = 1;  ///< ranks per tensor-parallel group; DP size is derived
+  std::int64_t tensor_parallel = 1;   ///< ranks per tensor-parallel group; DP size is derived
+  double collective_timeout_s = 600;  ///< a collective running longer aborts the job; 0: never
   bool operator==(const ParallelOptions&) const;
 };
 
 struct CheckpointOptions {
-  std::int64_t every_steps = 1000;  ///< 0: only at the end
+  std::int64_t every_steps = 1000;    ///< 0: only at the end (and on a caught signal)
+  double every_minutes = 0;           ///< also after this much wall time since the last; 0: off
+  std::int64_t keep_last = 3;         ///< the newest checkpoints kept; older ones are deleted ...
+  std::int64_t keep_every_steps = 0;  ///< ... except those whose step is a multiple of this
   bool operator==(const CheckpointOptions&) const;
 };
 
@@ -92,6 +96,20 @@ struct LoggingOptions {
   std::string level = "info";
   bool all_ranks = false;
   bool operator==(const LoggingOptions&) const;
+};
+
+/// What a non-finite loss or gradient does: the step is skipped (no update) and counted; after
+/// nan_consecutive_limit consecutive skips the run rolls back to the last checkpoint (scaling the
+/// learning rate by nan_rollback_lr_factor, at most nan_max_rollbacks times) or stops.
+struct FaultOptions {
+  std::int64_t nan_consecutive_limit = 5;
+  std::string nan_action = "rollback";  ///< rollback | stop
+  double nan_rollback_lr_factor = 0.5;
+  std::int64_t nan_max_rollbacks = 3;
+  /// Testing: steps [inject_nan_at_step, + inject_nan_steps) get a NaN loss, once per process.
+  std::int64_t inject_nan_at_step = -1;
+  std::int64_t inject_nan_steps = 1;
+  bool operator==(const FaultOptions&) const;
 };
 
 struct ExperimentOptions {
@@ -104,6 +122,7 @@ struct ExperimentOptions {
   CheckpointOptions checkpoint;
   LoggingOptions logging;
   EvaluationOptions evaluation;
+  FaultOptions faults;
   bool operator==(const ExperimentOptions&) const;
 };
 

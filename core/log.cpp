@@ -65,7 +65,8 @@ bool log_enabled(LogLevel level) {
   if (level < options.level) {
     return false;
   }
-  return level >= LogLevel::warn || options.rank == 0 || options.all_ranks;
+  return level >= LogLevel::warn || options.rank == 0 || options.all_ranks ||
+         options.file != nullptr;
 }
 
 LogLine::~LogLine() {
@@ -79,9 +80,16 @@ LogLine::~LogLine() {
   line += text_.str();
   line += '\n';
   std::FILE* stream = level_ >= LogLevel::warn ? options.err : options.out;
+  const bool to_stream = level_ >= LogLevel::warn || options.rank == 0 || options.all_ranks;
   std::lock_guard<std::mutex> lock(write_mutex());
-  std::fwrite(line.data(), 1, line.size(), stream);
-  std::fflush(stream);
+  if (to_stream) {
+    std::fwrite(line.data(), 1, line.size(), stream);
+    std::fflush(stream);
+  }
+  if (options.file != nullptr) {
+    std::fwrite(line.data(), 1, line.size(), options.file);
+    std::fflush(options.file);
+  }
 }
 
 }  // namespace cellfm::core

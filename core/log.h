@@ -18,6 +18,9 @@ struct LogOptions {
   bool all_ranks = false;   ///< print debug/info lines from every rank, not only rank 0
   std::FILE* out = stdout;  ///< debug and info lines
   std::FILE* err = stderr;  ///< warnings and errors
+  /// This rank's log file (a training run's RUN/logs/rank_<r>.log), or nullptr: receives every
+  /// line of this rank at `level` or above, whatever all_ranks says. Not owned.
+  std::FILE* file = nullptr;
 };
 
 /// Sets the process-wide logging options; main calls it once after MPI starts.

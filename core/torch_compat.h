@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 
 namespace cellfm::core {
 
@@ -52,6 +53,33 @@ inline std::shared_ptr<torch::autograd::Node> add_gradient_ready_hook(
       torch::autograd::impl::grad_accumulator(parameter);
   accumulator->add_post_hook(std::make_unique<ReadyHook>(std::move(on_ready)));
   return accumulator;
+}
+
+/// The optimizer's per-parameter state map is keyed by the parameter's TensorImpl: its address
+/// as a string in 1.13, the pointer itself in 2.x. These two absorb the difference.
+template <class StateMap>
+auto optimizer_state_key(const StateMap& /*state*/, const torch::Tensor& parameter) {
+  using Key = typename StateMap::key_type;
+  if constexpr (std::is_same_v<Key, std::string>) {
+    return c10::guts::to_string(parameter.unsafeGetTensorImpl());
+  } else {
+    return static_cast<Key>(parameter.unsafeGetTensorImpl());
+  }
+}
+
+/// `parameter`'s state in `optimizer`, or nullptr before its first step.
+inline torch::optim::OptimizerParamState* find_optimizer_state(torch::optim::Optimizer& optimizer,
+                                                               const torch::Tensor& parameter) {
+  auto& state = optimizer.state();
+  const auto found = state.find(optimizer_state_key(state, parameter));
+  return found == state.end() ? nullptr : found->second.get();
+}
+
+/// Replaces `parameter`'s state in `optimizer`.
+inline void set_optimizer_state(torch::optim::Optimizer& optimizer, const torch::Tensor& parameter,
+                                std::unique_ptr<torch::optim::OptimizerParamState> value) {
+  auto& state = optimizer.state();
+  state[optimizer_state_key(state, parameter)] = std::move(value);
 }
 
 }  // namespace cellfm::core

@@ -6,9 +6,15 @@ namespace cellfm::trainers {
 const std::vector<CliCommand>& cli_commands() {
   static const std::vector<CliCommand> commands = {
       {"train",
-       "train a spec's model on every rank (mpirun/srun): progress, metrics.jsonl, "
-       "safetensors weights in the run directory",
+       "train a spec's model on every rank (mpirun/srun): progress, metrics.jsonl, TensorBoard, "
+       "checkpoints and safetensors weights in the run directory; --resume auto continues",
        run_train_command},
+      {"checkpoints", "list a run's checkpoints, each verified against its manifest",
+       run_checkpoints_command},
+      {"export",
+       "write a checkpoint's full weights (safetensors) and model options (json), loadable "
+       "without cellfm",
+       run_export_command},
       {"embed",
        "write a copy of an h5ad with a trained model's cell embeddings in obsm (and a "
        "classifier's predicted labels in obs)",

@@ -3,7 +3,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <iomanip>
 #include <sstream>
 
@@ -15,7 +17,8 @@ namespace cellfm::trainers {
 namespace {
 
 bool integral_field(const std::string& name) {
-  return name == "step" || name == "epoch" || name == "cells" || name == "skipped_cells";
+  return name == "step" || name == "epoch" || name == "cells" || name == "skipped_cells" ||
+         name == "skipped_steps";
 }
 
 std::string json_number(const std::string& name, double value) {
@@ -31,11 +34,25 @@ std::string json_number(const std::string& name, double value) {
 
 }  // namespace
 
-MetricsLog::MetricsLog(const std::string& path) : path_(path) {
+MetricsLog::MetricsLog(const std::string& path, std::int64_t keep_through_step) : path_(path) {
   const auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) std::filesystem::create_directories(parent);
+  std::string kept;
+  if (keep_through_step >= 0) {
+    std::ifstream in(path);
+    const std::string key = "\"step\": ";
+    for (std::string line; std::getline(in, line);) {
+      const auto at = line.find(key);
+      if (at == std::string::npos) continue;
+      const std::int64_t step = std::strtoll(line.c_str() + at + key.size(), nullptr, 10);
+      if (step <= keep_through_step) kept += line + '\n';
+    }
+  }
   file_ = std::fopen(path.c_str(), "w");
   if (file_ == nullptr) throw core::SystemError(path + ": cannot open for writing metrics");
+  if (!kept.empty() && (std::fputs(kept.c_str(), file_) < 0 || std::fflush(file_) != 0)) {
+    throw core::SystemError(path_ + ": cannot write metrics (disk full?)");
+  }
 }
 
 MetricsLog::~MetricsLog() {
@@ -67,7 +84,7 @@ std::string format_duration(double seconds) {
 }
 
 std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fields& fields,
-                            double eta_seconds) {
+                            double eta_seconds, double checkpoint_in_seconds) {
   std::ostringstream out;
   out << "step " << step << '/' << max_steps;
   for (const auto& [name, value] : fields) {
@@ -78,7 +95,7 @@ std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fie
       out << " | lr " << std::scientific << std::setprecision(2) << value << std::defaultfloat;
     } else if (name == "cells_per_s") {
       out << " | " << data::with_thousands(static_cast<std::int64_t>(value)) << " cells/s";
-    } else if (name == "elapsed_s" || name == "cells") {
+    } else if (name == "elapsed_s" || name == "cells" || name == "memory_mb") {
       continue;
     } else {
       out << (name == "loss" || name == "grad_norm" || name.rfind("eval_", 0) == 0 ? " | " : " ")
@@ -86,6 +103,8 @@ std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fie
     }
   }
   out << " | ETA " << format_duration(eta_seconds);
+  if (checkpoint_in_seconds >= 0)
+    out << " | checkpoint in " << format_duration(checkpoint_in_seconds);
   return out.str();
 }
 

@@ -11,11 +11,14 @@ namespace cellfm::trainers {
 
 using Fields = std::vector<std::pair<std::string, double>>;
 
-/// Writes lines to `path` (truncated; created with its directory if missing). Integral fields
-/// ("step", "epoch", "cells") are written as integers, others with full precision; NaN/Inf as null.
+/// Writes lines to `path` (created with its directory if missing). Integral fields ("step",
+/// "epoch", "cells", ...) are written as integers, others with full precision; NaN/Inf as null.
 class MetricsLog {
  public:
-  explicit MetricsLog(const std::string& path);
+  /// A fresh run truncates the file (keep_through_step < 0). A resumed run passes the step of its
+  /// checkpoint: lines with "step" <= it are kept, later ones (written by the interrupted run
+  /// after its checkpoint, which the resumed run repeats) are dropped, and new lines appended.
+  explicit MetricsLog(const std::string& path, std::int64_t keep_through_step = -1);
   ~MetricsLog();
   MetricsLog(const MetricsLog&) = delete;
   MetricsLog& operator=(const MetricsLog&) = delete;
@@ -30,8 +33,9 @@ class MetricsLog {
 std::string format_duration(double seconds);
 
 /// "step 120/200 | epoch 0 | loss 0.8123 mse 0.8123 | lr 3.00e-04 | grad_norm 1.234 |
-///  1,234 cells/s | ETA 1:12" from the fields of one interval.
+///  1,234 cells/s | ETA 1:12 | checkpoint in 0:40" from the fields of one interval; the
+/// checkpoint part only when `checkpoint_in_seconds` >= 0.
 std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fields& fields,
-                            double eta_seconds);
+                            double eta_seconds, double checkpoint_in_seconds = -1);
 
 }  // namespace cellfm::trainers

@@ -47,11 +47,14 @@ struct FamilyContext {
 };
 
 /// A parameter of this rank: its full-model name, and whether tensor-parallel ranks hold
-/// different slices of it (sharded) or the same values (replicated).
+/// different slices of it (sharded) or the same values (replicated). `shard_dim` is the dimension
+/// the slices are cut along, given at every tensor-parallel size (1 included) so checkpoints can
+/// be resplit for another size; -1 for parameters that are never split.
 struct ParameterInfo {
   std::string name;
   torch::Tensor tensor;
   bool sharded = false;
+  std::int64_t shard_dim = -1;
 };
 
 /// One training forward pass on this rank's batch.

@@ -16,14 +16,19 @@ int run_train_command(const std::vector<std::string>& args, CliContext& context)
   const parallel::Comm& world = context.world;
   po::options_description options;
   options.add_options()("spec", po::value<std::string>()->required(), "the experiment spec")(
-      "set", po::value<std::vector<std::string>>()->composing(), "override a spec key (a.b=c)");
+      "set", po::value<std::vector<std::string>>()->composing(), "override a spec key (a.b=c)")(
+      "resume", po::value<std::string>(),
+      "auto: continue from the newest checkpoint of run.dir that verifies (fresh when none); "
+      "or a checkpoint directory");
   po::positional_options_description positional;
   positional.add("spec", 1);
   const auto values = parse_command_options(
       "train",
-      "cellfm train SPEC [--set KEY=VALUE]...\n"
+      "cellfm train SPEC [--set KEY=VALUE]... [--resume auto|CHECKPOINT_DIR]\n"
       "Trains the spec's model on every rank (launch with mpirun/srun). Writes run.dir/: "
-      "spec.yaml, vocabulary.txt, metrics.jsonl, weights/step_*.safetensors, weights.safetensors",
+      "spec.yaml, vocabulary.txt, metrics.jsonl, tensorboard/, logs/rank_*.log, "
+      "checkpoints/step_*/, weights.safetensors. SIGTERM/SIGUSR1/SIGINT: checkpoint at the next "
+      "step, exit 75",
       options, positional, args, world);
   if (!values) return 0;
   const std::string spec_path = (*values)["spec"].as<std::string>();
@@ -40,11 +45,27 @@ int run_train_command(const std::vector<std::string>& args, CliContext& context)
   }
   CELLFM_LOG(info) << "resolved spec " << spec_path << ":\n" << spec.experiment.table;
 
-  const TrainSummary summary = train(spec, world);
+  TrainLaunch launch;
+  if (values->count("resume")) launch.resume = (*values)["resume"].as<std::string>();
+  const TrainSummary summary = train(spec, world, launch);
+  if (!summary.stopped_by.empty()) {
+    if (world.rank() == 0) {
+      std::printf(
+          "%s: stopped by %s after step %lld; checkpoint %s; continue with: cellfm train "
+          "%s --resume auto\n",
+          o.run.name.c_str(), summary.stopped_by.c_str(), static_cast<long long>(summary.steps),
+          summary.checkpoint.c_str(), spec_path.c_str());
+      std::fflush(stdout);
+    }
+    return static_cast<int>(core::ExitCode::stopped_for_resume);
+  }
   if (world.rank() == 0) {
     std::ostringstream line;
-    line << o.run.name << ": " << summary.steps << " steps, "
-         << data::with_thousands(summary.cells_seen) << " cells seen";
+    line << o.run.name << ": " << summary.steps << " steps";
+    if (!summary.resumed_from.empty()) line << " (resumed at step " << summary.start_step << ")";
+    line << ", " << data::with_thousands(summary.cells_seen) << " cells seen";
+    if (summary.skipped_steps > 0)
+      line << ", " << summary.skipped_steps << " steps skipped (non-finite)";
     if (summary.evaluated) {
       const double change =
           summary.eval_loss_start != 0

@@ -1,12 +1,16 @@
 // The shared training loop (see trainer.h for the run directory's layout).
 #include "trainers/trainer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <map>
+#include <set>
 #include <thread>
 
 #include "core/atomic_file.h"
@@ -16,8 +20,14 @@
 #include "parallel/agreement.h"
 #include "parallel/data_parallel.h"
 #include "parallel/shards.h"
+#include "trainers/checkpoint.h"
 #include "trainers/metrics_log.h"
+#include "trainers/optimizer_state.h"
 #include "trainers/schedule.h"
+#include "trainers/spec_changes.h"
+#include "trainers/stop_signals.h"
+#include "trainers/tensorboard_writer.h"
+#include "trainers/trainer_state.h"
 
 namespace cellfm::trainers {
 
@@ -58,6 +68,9 @@ std::string json_string_list(const std::vector<std::string>& values) {
   return out + "]";
 }
 
+// Agreement flags of one step boundary, allreduced (max) over every rank.
+enum StepFlag : int { kSignal = 0, kTimeDue = 1, kNonFinite = 2, kFlagCount = 3 };
+
 class Trainer {
  public:
   Trainer(const TrainingSpec& spec, const parallel::Comm& world)
@@ -90,6 +103,10 @@ class Trainer {
     });
 
     parallel::CommunicatorOptions comm_options;
+    comm_options.timeout = std::chrono::milliseconds(
+        static_cast<std::int64_t>(o_.parallel.collective_timeout_s * 1000.0));
+    comm_options.name = "world";
+    world_comm_ = parallel::Communicator::create(world, torch::kCPU, comm_options);
     comm_options.name = "tensor-parallel";
     tp_ = parallel::Communicator::create(grid_.tensor_parallel, torch::kCPU, comm_options);
     comm_options.name = "data-parallel";
@@ -100,7 +117,8 @@ class Trainer {
     parallel::run_agreed(world, [&] { family_ = model_family(o_.model.family).create(context); });
     std::vector<std::pair<std::string, torch::Tensor>> named;
     std::vector<torch::Tensor> tensors;
-    for (const ParameterInfo& p : family_->parameters()) {
+    parameters_ = family_->parameters();
+    for (const ParameterInfo& p : parameters_) {
       named.emplace_back(p.name, p.tensor);
       tensors.push_back(p.tensor);
       norm_parameters_.push_back({p.tensor, p.sharded});
@@ -110,11 +128,18 @@ class Trainer {
     data_parallel_ =
         std::make_unique<parallel::DataParallel>(named, grid_.data_parallel, dp_, dp_options);
     optimizer_ = make_optimizer(o_.optimizer, tensors);
+    state_.train_cells = train_corpus_->cells();
+    state_.family = o_.model.family;
+    state_.labels = train_corpus_->labels();
   }
 
-  TrainSummary run() {
+  ~Trainer() { close_rank_log(); }
+
+  TrainSummary run(const TrainLaunch& launch) {
     const auto start = Clock::now();
+    install_stop_signal_handlers();
     prepare_run_directory();
+    open_rank_log();
     CELLFM_LOG(info) << family_->describe();
     CELLFM_LOG(info) << world_.size() << " ranks = " << grid_.dp_size << " data-parallel x "
                      << grid_.tp_size << " tensor-parallel; "
@@ -123,49 +148,87 @@ class Trainer {
                              ? ", " + data::with_thousands(validation_corpus_->cells()) +
                                    " held out"
                              : std::string());
-    std::unique_ptr<MetricsLog> metrics;
-    if (world_.rank() == 0) {
-      metrics = std::make_unique<MetricsLog>((fs::path(o_.run.dir) / "metrics.jsonl").string());
-    }
 
     TrainSummary summary;
     summary.run_dir = o_.run.dir;
-    summary.evaluated = validation_corpus_ && validation_corpus_->cells() > 0;
-    if (summary.evaluated) {
-      const Fields eval = evaluate();
-      summary.eval_loss_start = summary.eval_loss_end = eval.front().second;
-      CELLFM_LOG(info) << format_progress(0, o_.run.max_steps, eval, 0);
-      if (metrics) {
-        Fields line = {{"step", 0}};
-        line.insert(line.end(), eval.begin(), eval.end());
-        metrics->write(line);
-      }
+    const std::string resume_from = choose_resume_checkpoint(launch.resume);
+    if (!resume_from.empty()) {
+      restore(resume_from, /*check_spec=*/true);
+      summary.resumed_from = resume_from;
+      CELLFM_LOG(info) << "resumed from " << resume_from << " at step " << state_.step << " (epoch "
+                       << state_.epoch << ", "
+                       << data::with_thousands(state_.sampler.cells_consumed)
+                       << " cells of the epoch consumed)";
+    }
+    summary.start_step = state_.step;
+    if (world_.rank() == 0) {
+      metrics_ = std::make_unique<MetricsLog>((fs::path(o_.run.dir) / "metrics.jsonl").string(),
+                                              resume_from.empty() ? -1 : state_.step);
+      tensorboard_ =
+          std::make_unique<TensorBoardWriter>((fs::path(o_.run.dir) / "tensorboard").string());
     }
 
-    data::SamplerState state;
-    auto loader = make_loader(*train_corpus_, state, CollateMode::train, {});
+    const bool evaluated = validation_corpus_ && validation_corpus_->cells() > 0;
+    if (evaluated && resume_from.empty()) {
+      const Fields eval = evaluate();
+      state_.evaluated = true;
+      state_.eval_loss_start = state_.eval_loss_last = eval.front().second;
+      CELLFM_LOG(info) << format_progress(0, o_.run.max_steps, eval, 0);
+      Fields line = {{"step", 0}};
+      line.insert(line.end(), eval.begin(), eval.end());
+      record(line, 0);
+    }
+
+    train_steps(summary);
+
+    summary.evaluated = state_.evaluated;
+    summary.eval_loss_start = state_.eval_loss_start;
+    summary.eval_loss_end = state_.eval_loss_last;
+    summary.cells_seen = state_.cells_seen;
+    summary.steps = state_.step;
+    summary.skipped_steps = state_.skipped_steps;
+    if (summary.stopped_by.empty()) {
+      summary.weights = (fs::path(o_.run.dir) / "weights.safetensors").string();
+      save_weights(summary.weights, state_.step);
+    }
+    summary.wall_seconds = seconds_since(start);
+    return summary;
+  }
+
+ private:
+  void train_steps(TrainSummary& summary) {
     const std::int64_t accumulation = o_.optimizer.accumulation_steps;
     const std::int64_t max_steps = o_.run.max_steps;
+    auto loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
     std::vector<std::string> term_names;
     auto interval_start = Clock::now();
-    const auto training_start = Clock::now();
-    std::int64_t epoch = 0;
+    const auto launch_start = Clock::now();
+    const double seconds_before = state_.training_seconds;
+    const std::int64_t launch_start_step = state_.step;
+    last_checkpoint_time_ = Clock::now();
+    std::int64_t interval_skipped = 0;
     double interval_cells = 0, interval_grad_norm = 0, interval_steps = 0, lr = 0;
     std::vector<double> interval_sums;
 
-    for (std::int64_t step = 0; step < max_steps; ++step) {
-      lr = learning_rate_at(o_.optimizer, o_.schedule, step, max_steps);
+    while (state_.step < max_steps) {
+      const std::int64_t step = state_.step;
+      lr = learning_rate_at(o_.optimizer, o_.schedule, step, max_steps) * state_.lr_scale;
       set_learning_rate(*optimizer_, lr);
+      parallel::set_collective_step(step);
       data_parallel_->zero_grad();
       // [cells, loss x cells, term_1 x cells, ...] of this step on this rank.
       std::vector<double> step_sums;
+      const bool inject = injects_nan(step);
+      data::SamplerState sampler_after = state_.sampler;
+      std::int64_t epoch = state_.epoch;
       for (std::int64_t micro = 0; micro < accumulation; ++micro) {
         data::LoadedBatch batch = loader->next();
-        state = batch.state_after;
+        sampler_after = batch.state_after;
         epoch = static_cast<std::int64_t>(batch.epoch);
         torch::manual_seed(step_seed(o_.run.seed, grid_.dp_rank, step * accumulation + micro));
         data_parallel_->set_synchronize(micro + 1 == accumulation);
-        const ForwardOutput out = family_->forward(batch.prepared);
+        ForwardOutput out = family_->forward(batch.prepared);
+        if (inject) out.loss = out.loss * std::numeric_limits<double>::quiet_NaN();
         (out.loss / static_cast<double>(accumulation)).backward();
         const double cells = static_cast<double>(family_->cells(batch.prepared));
         if (step_sums.empty()) {
@@ -185,71 +248,353 @@ class Trainer {
                                   ? o_.optimizer.max_grad_norm
                                   : std::numeric_limits<double>::infinity();
       const double grad_norm = parallel::clip_grad_norm(norm_parameters_, max_norm, *tp_);
-      optimizer_->step();
-
       // Cells and loss terms summed over the data-parallel ranks (tiny; one allreduce a step).
       torch::Tensor sums = torch::tensor(step_sums, torch::kFloat64);
       dp_->allreduce(sums, parallel::ReduceOp::sum);
-      if (interval_sums.empty()) interval_sums.assign(step_sums.size(), 0.0);
-      for (std::size_t i = 0; i < interval_sums.size(); ++i) {
-        interval_sums[i] += sums[static_cast<std::int64_t>(i)].item<double>();
-      }
-      summary.cells_seen += static_cast<std::int64_t>(sums[0].item<double>());
-      interval_cells += sums[0].item<double>();
-      interval_grad_norm += grad_norm;
-      interval_steps += 1;
 
-      const std::int64_t done = step + 1;
+      // The step boundary: every rank learns whether any rank caught a signal, whether rank 0's
+      // clock says a timed checkpoint is due, and whether any value is non-finite.
+      const bool finite = std::isfinite(grad_norm) && torch::isfinite(sums).all().item<bool>();
+      torch::Tensor flags = torch::zeros({kFlagCount}, torch::kUInt8);
+      flags[kSignal] = caught_stop_signal();
+      flags[kTimeDue] = world_.rank() == 0 && minutes_checkpoint_due() ? 1 : 0;
+      flags[kNonFinite] = finite ? 0 : 1;
+      world_comm_->allreduce(flags, parallel::ReduceOp::max);
+      const int stop_signal = flags[kSignal].item<int>();
+
+      state_.step = step + 1;
+      state_.sampler = sampler_after;
+      state_.epoch = epoch;
+      if (flags[kNonFinite].item<int>() != 0) {
+        data_parallel_->zero_grad();  // nothing of this step reaches the weights
+        ++state_.skipped_steps;
+        ++state_.consecutive_skips;
+        ++interval_skipped;
+        CELLFM_LOG(warn) << "step " << step + 1 << ": non-finite loss or gradient norm (loss sum "
+                         << sums[1].item<double>() << ", gradient norm " << grad_norm
+                         << "); the update is skipped (" << state_.consecutive_skips
+                         << " in a row, " << state_.skipped_steps << " in all)";
+        if (state_.consecutive_skips >= o_.faults.nan_consecutive_limit) {
+          loader.reset();
+          roll_back();  // or throws
+          loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
+          interval_sums.clear();
+          interval_cells = interval_grad_norm = interval_steps = 0;
+          interval_skipped = 0;
+          interval_start = Clock::now();
+          continue;
+        }
+      } else {
+        optimizer_->step();
+        state_.consecutive_skips = 0;
+        if (interval_sums.empty()) interval_sums.assign(step_sums.size(), 0.0);
+        for (std::size_t i = 0; i < interval_sums.size(); ++i) {
+          interval_sums[i] += sums[static_cast<std::int64_t>(i)].item<double>();
+        }
+        interval_grad_norm += grad_norm;
+        interval_steps += 1;
+      }
+      state_.cells_seen += static_cast<std::int64_t>(sums[0].item<double>());
+      interval_cells += sums[0].item<double>();
+      state_.training_seconds = seconds_before + seconds_since(launch_start);
+
+      const std::int64_t done = state_.step;
       const bool last = done == max_steps;
       const bool log_now = done % o_.logging.every_steps == 0 || last;
       const bool eval_now =
-          summary.evaluated &&
+          state_.evaluated &&
           (last || (o_.evaluation.every_steps > 0 && done % o_.evaluation.every_steps == 0));
+      const double seconds_per_step =
+          seconds_since(launch_start) / static_cast<double>(done - launch_start_step);
       if (log_now || eval_now) {
         const double seconds = std::max(seconds_since(interval_start), 1e-9);
-        const double cells = std::max(interval_sums[0], 1.0);
+        const double cells = std::max(interval_sums.empty() ? 0.0 : interval_sums[0], 1.0);
+        const double nan = std::numeric_limits<double>::quiet_NaN();
         Fields fields = {{"step", static_cast<double>(done)},
                          {"epoch", static_cast<double>(epoch)},
-                         {"loss", interval_sums[1] / cells}};
+                         {"loss", interval_sums.empty() ? nan : interval_sums[1] / cells}};
         for (std::size_t t = 0; t < term_names.size(); ++t) {
-          fields.emplace_back(term_names[t], interval_sums[2 + t] / cells);
+          fields.emplace_back(term_names[t],
+                              interval_sums.empty() ? nan : interval_sums[2 + t] / cells);
         }
         fields.emplace_back("lr", lr);
-        fields.emplace_back("grad_norm", interval_grad_norm / interval_steps);
+        fields.emplace_back("grad_norm",
+                            interval_steps > 0 ? interval_grad_norm / interval_steps : nan);
         fields.emplace_back("cells_per_s", interval_cells / seconds);
-        fields.emplace_back("cells", static_cast<double>(summary.cells_seen));
+        fields.emplace_back("cells", static_cast<double>(state_.cells_seen));
+        if (interval_skipped > 0 || state_.skipped_steps > 0) {
+          fields.emplace_back("skipped_steps", static_cast<double>(state_.skipped_steps));
+        }
+        fields.emplace_back("memory_mb", resident_memory_mb());
         if (eval_now) {
           loader.reset();  // HDF5 is not thread-safe: one loader at a time
           const Fields eval = evaluate();
-          summary.eval_loss_end = eval.front().second;
+          state_.eval_loss_last = eval.front().second;
           fields.insert(fields.end(), eval.begin(), eval.end());
-          if (!last) loader = make_loader(*train_corpus_, state, CollateMode::train, {});
+          if (!last) loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
         }
-        const double elapsed = seconds_since(training_start);
-        fields.emplace_back("elapsed_s", elapsed);
-        const double eta =
-            elapsed / static_cast<double>(done) * static_cast<double>(max_steps - done);
-        CELLFM_LOG(info) << format_progress(done, max_steps, fields, eta);
-        if (metrics) metrics->write(fields);
-        interval_sums.assign(interval_sums.size(), 0.0);
+        fields.emplace_back("elapsed_s", state_.training_seconds);
+        const double eta = seconds_per_step * static_cast<double>(max_steps - done);
+        CELLFM_LOG(info) << format_progress(done, max_steps, fields, eta,
+                                            seconds_to_next_checkpoint(done, seconds_per_step));
+        record(fields, done);
+        interval_sums.clear();
         interval_cells = interval_grad_norm = interval_steps = 0;
+        interval_skipped = 0;
         interval_start = Clock::now();
       }
-      if (o_.checkpoint.every_steps > 0 && done % o_.checkpoint.every_steps == 0 && !last) {
-        char name[64];
-        std::snprintf(name, sizeof name, "step_%09lld.safetensors", static_cast<long long>(done));
-        save_weights((fs::path(o_.run.dir) / "weights" / name).string(), done);
+
+      std::string reason;
+      if (stop_signal != 0) {
+        reason = std::string("signal ") + stop_signal_name(stop_signal);
+      } else if (last) {
+        reason = "end";
+      } else if (o_.checkpoint.every_steps > 0 && done % o_.checkpoint.every_steps == 0) {
+        reason = "every_steps";
+      } else if (flags[kTimeDue].item<int>() != 0) {
+        reason = "every_minutes";
+      }
+      if (!reason.empty()) {
+        loader.reset();  // its prefetch may hold HDF5; the checkpoint does not need it
+        summary.checkpoint = write_checkpoint_now(reason);
+        if (stop_signal != 0) {
+          summary.stopped_by = stop_signal_name(stop_signal);
+          CELLFM_LOG(warn) << "caught " << summary.stopped_by << ": stopped after step " << done
+                           << " with checkpoint " << summary.checkpoint
+                           << "; continue with --resume auto (exit 75)";
+          return;
+        }
+        if (!last) loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
       }
     }
-    loader.reset();
-    summary.steps = max_steps;
-    summary.weights = (fs::path(o_.run.dir) / "weights.safetensors").string();
-    save_weights(summary.weights, max_steps);
-    summary.wall_seconds = seconds_since(start);
-    return summary;
   }
 
- private:
+  bool injects_nan(std::int64_t step) {
+    const std::int64_t from = o_.faults.inject_nan_at_step;
+    if (from < 0 || step < from || step >= from + o_.faults.inject_nan_steps) return false;
+    return injected_steps_.insert(step)
+        .second;  // once per process: a rerun after rollback is clean
+  }
+
+  // After nan_consecutive_limit skipped steps: back to the newest verified checkpoint with a
+  // lower learning rate, or stop.
+  void roll_back() {
+    const std::int64_t skipped = state_.consecutive_skips;
+    const auto stop = [&](const std::string& why) {
+      throw core::Error("non-finite loss or gradients in " + std::to_string(skipped) +
+                            " consecutive steps (up to step " + std::to_string(state_.step) +
+                            "): " + why,
+                        core::ExitCode::failure);
+    };
+    if (o_.faults.nan_action == "stop") stop("stopping as faults.nan_action says");
+    if (state_.rollbacks >= o_.faults.nan_max_rollbacks) {
+      stop("faults.nan_max_rollbacks (" + std::to_string(o_.faults.nan_max_rollbacks) +
+           ") rollbacks are used up");
+    }
+    const std::string from = choose_resume_checkpoint("auto");
+    if (from.empty()) stop("there is no checkpoint to roll back to");
+    const std::int64_t rollbacks = state_.rollbacks + 1;
+    const std::int64_t skipped_total = state_.skipped_steps;
+    const double lr_scale = state_.lr_scale * o_.faults.nan_rollback_lr_factor;
+    restore(from, /*check_spec=*/false);
+    state_.rollbacks = rollbacks;
+    state_.skipped_steps = skipped_total;
+    state_.consecutive_skips = 0;
+    state_.lr_scale = lr_scale;
+    CELLFM_LOG(warn) << skipped << " consecutive non-finite steps: rolled back to " << from
+                     << " (step " << state_.step << "), learning rate x" << lr_scale
+                     << " from now on (rollback " << rollbacks << " of "
+                     << o_.faults.nan_max_rollbacks << ")";
+    if (metrics_) {
+      metrics_ = std::make_unique<MetricsLog>((fs::path(o_.run.dir) / "metrics.jsonl").string(),
+                                              state_.step);
+    }
+  }
+
+  double resident_memory_mb() const {
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+    }
+    return 0;
+  }
+
+  void record(const Fields& fields, std::int64_t step) {
+    if (metrics_) metrics_->write(fields);
+    if (tensorboard_) {
+      Fields scalars;
+      for (const auto& field : fields) {
+        if (field.first != "step" && field.first != "epoch") scalars.push_back(field);
+      }
+      const double wall =
+          std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch())
+              .count();
+      tensorboard_->add_scalars(step, scalars, wall);
+    }
+  }
+
+  bool minutes_checkpoint_due() const {
+    return o_.checkpoint.every_minutes > 0 &&
+           seconds_since(last_checkpoint_time_) >= o_.checkpoint.every_minutes * 60.0;
+  }
+
+  // The smaller of the step and minute triggers, for the progress line; -1 when neither is set.
+  double seconds_to_next_checkpoint(std::int64_t done, double seconds_per_step) const {
+    double out = -1;
+    if (o_.checkpoint.every_steps > 0) {
+      const std::int64_t next = (done / o_.checkpoint.every_steps + 1) * o_.checkpoint.every_steps;
+      out = seconds_per_step * static_cast<double>(std::min(next, o_.run.max_steps) - done);
+    }
+    if (o_.checkpoint.every_minutes > 0) {
+      const double by_time =
+          std::max(0.0, o_.checkpoint.every_minutes * 60.0 - seconds_since(last_checkpoint_time_));
+      out = out < 0 ? by_time : std::min(out, by_time);
+    }
+    return out;
+  }
+
+  std::string write_checkpoint_now(const std::string& reason) {
+    state_.reason = reason;
+    CheckpointPart part;
+    part.step = state_.step;
+    part.tp_rank = grid_.tp_rank;
+    part.tp_size = grid_.tp_size;
+    part.dp_rank = grid_.dp_rank;
+    if (grid_.dp_rank == 0) {
+      for (const ParameterInfo& p : parameters_) {
+        part.model.push_back({p.name, p.tensor.detach(), p.shard_dim});
+      }
+      std::map<std::string, std::int64_t> dims;
+      for (const ParameterInfo& p : parameters_) dims[p.name] = p.shard_dim;
+      for (auto& [name, tensor] : optimizer_state_tensors(*optimizer_, parameters_)) {
+        const auto dot = name.rfind('.');
+        part.optimizer.push_back(
+            {name, tensor,
+             optimizer_tensor_shard_dim(name.substr(dot), dims.at(name.substr(0, dot)))});
+      }
+    }
+    part.rng_state = at::detail::getDefaultCPUGenerator().get_state();
+    if (world_.rank() == 0) {
+      part.text_files["trainer_state.json"] = trainer_state_json(state_);
+      part.text_files["spec.yaml"] = spec_.experiment.resolved_yaml;
+      part.text_files["vocabulary.txt"] = vocabulary_text();
+    }
+    RetentionOptions retention;
+    retention.keep_last = o_.checkpoint.keep_last;
+    retention.keep_every_steps = o_.checkpoint.keep_every_steps;
+    const auto started = Clock::now();
+    const std::string dir = write_checkpoint(checkpoints_dir(), part, retention, world_);
+    last_checkpoint_time_ = Clock::now();
+    CELLFM_LOG(info) << "checkpoint " << dir << " (" << reason << ", "
+                     << format_duration(seconds_since(started)) << ")";
+    return dir;
+  }
+
+  std::string checkpoints_dir() const { return (fs::path(o_.run.dir) / "checkpoints").string(); }
+
+  std::string vocabulary_text() const {
+    std::string genes;
+    for (const std::string& gene : train_corpus_->vocabulary().genes()) genes += gene + '\n';
+    return genes;
+  }
+
+  // The checkpoint to start from for `request` ("" fresh, "auto", or a directory): chosen and
+  // verified on rank 0, the same on every rank. "" means start fresh.
+  std::string choose_resume_checkpoint(const std::string& request) {
+    if (request.empty()) return "";
+    std::string chosen;
+    parallel::run_agreed(world_, [&] {
+      if (world_.rank() != 0) return;
+      if (request != "auto") {
+        const std::string problem = verify_checkpoint(request);
+        if (!problem.empty()) {
+          throw core::InputError("--resume " + request +
+                                 ": the checkpoint does not verify: " + problem);
+        }
+        chosen = request;
+        return;
+      }
+      for (const std::string& dir : list_checkpoints(checkpoints_dir())) {
+        const std::string problem = verify_checkpoint(dir);
+        if (problem.empty()) {
+          chosen = dir;
+          return;
+        }
+        CELLFM_LOG(warn) << "skipping checkpoint " << dir << ": " << problem;
+      }
+      CELLFM_LOG(info) << "--resume auto: no checkpoint in " << checkpoints_dir()
+                       << "; starting from step 0";
+    });
+    return world_.broadcast(chosen, 0);
+  }
+
+  // Loads a verified checkpoint into the model, the optimizer, the trainer state and the RNG
+  // (collective; errors agreed). `check_spec`: refuse a spec that breaks the checkpoint.
+  void restore(const std::string& dir, bool check_spec) {
+    parallel::run_agreed(world_, [&] {
+      const CheckpointInfo info = read_checkpoint_info(dir);
+      const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
+      TrainerState loaded = parse_trainer_state(info.trainer_state, state_path);
+      if (check_spec) check_compatible(info, loaded);
+      std::map<std::string, std::int64_t> optimizer_dims;
+      for (const ParameterInfo& p : parameters_) {
+        for (const char* suffix : {".exp_avg", ".exp_avg_sq", ".step"}) {
+          optimizer_dims[p.name + suffix] = optimizer_tensor_shard_dim(suffix, p.shard_dim);
+        }
+      }
+      load_model_parameters(info, parameters_, grid_.tp_rank, grid_.tp_size);
+      optimizer_->state().clear();
+      load_optimizer_state(
+          *optimizer_, parameters_,
+          load_checkpoint_tensors(info, "optimizer", optimizer_dims, grid_.tp_rank, grid_.tp_size),
+          dir);
+      const torch::Tensor rng = load_rng_state(info, world_.rank());
+      if (rng.defined() && info.world_size == world_.size()) {
+        at::Generator generator = at::detail::getDefaultCPUGenerator();
+        generator.set_state(rng);
+      }
+      loaded.train_cells = train_corpus_->cells();
+      loaded.family = o_.model.family;
+      loaded.labels = train_corpus_->labels();
+      state_ = loaded;
+    });
+  }
+
+  void check_compatible(const CheckpointInfo& info, const TrainerState& loaded) {
+    const std::string spec_path = (fs::path(info.dir) / "spec.yaml").string();
+    const SpecChanges changes =
+        compare_specs(info.spec_yaml, spec_.experiment.resolved_yaml, spec_path);
+    if (!changes.breaking.empty()) {
+      throw core::UsageError("cannot resume from " + info.dir +
+                             ": the spec changed in ways the checkpoint cannot follow: " +
+                             describe_changes(changes.breaking) +
+                             " (start a new run.dir, or undo these changes)");
+    }
+    const auto& genes = train_corpus_->vocabulary().genes();
+    if (genes != info.vocabulary) {
+      std::size_t row = 0;
+      while (row < genes.size() && row < info.vocabulary.size() &&
+             genes[row] == info.vocabulary[row])
+        ++row;
+      throw core::UsageError("cannot resume from " + info.dir +
+                             ": the vocabulary changed (data.vocabulary, "
+                             "data.files, data.gene_column, data.gene_map): the checkpoint has " +
+                             std::to_string(info.vocabulary.size()) + " genes, this run " +
+                             std::to_string(genes.size()) + ", first difference at row " +
+                             std::to_string(row));
+    }
+    if (loaded.train_cells != train_corpus_->cells()) {
+      throw core::UsageError("cannot resume from " + info.dir + ": the training split has " +
+                             std::to_string(train_corpus_->cells()) +
+                             " cells, the checkpoint's had " + std::to_string(loaded.train_cells) +
+                             " (data.files, data.filters, data.validation.* changed the cells)");
+    }
+    if (!changes.harmless.empty()) {
+      CELLFM_LOG(info) << "resume: spec changes since the checkpoint (allowed): "
+                       << describe_changes(changes.harmless);
+    }
+  }
+
   std::unique_ptr<data::DataLoader> make_loader(const data::Corpus& corpus,
                                                 const data::SamplerState& start, CollateMode mode,
                                                 std::vector<std::int32_t> label_map) {
@@ -295,13 +640,44 @@ class Trainer {
   void prepare_run_directory() {
     parallel::run_agreed(world_, [&] {
       if (world_.rank() != 0) return;
-      fs::create_directories(fs::path(o_.run.dir) / "weights");
+      fs::create_directories(fs::path(o_.run.dir) / "logs");
       core::write_file_atomically((fs::path(o_.run.dir) / "spec.yaml").string(),
                                   spec_.experiment.resolved_yaml);
-      std::string genes;
-      for (const std::string& gene : train_corpus_->vocabulary().genes()) genes += gene + '\n';
-      core::write_file_atomically((fs::path(o_.run.dir) / "vocabulary.txt").string(), genes);
+      core::write_file_atomically((fs::path(o_.run.dir) / "vocabulary.txt").string(),
+                                  vocabulary_text());
     });
+  }
+
+  // RUN/logs/rank_<r>.log receives this rank's lines (appended: a resumed run continues it).
+  void open_rank_log() {
+    char name[32];
+    std::snprintf(name, sizeof name, "rank_%05d.log", world_.rank());
+    const std::string path = (fs::path(o_.run.dir) / "logs" / name).string();
+    rank_log_ = std::fopen(path.c_str(), "a");
+    if (rank_log_ == nullptr) {
+      throw core::SystemError(path + ": cannot open the rank's log file for appending");
+    }
+    core::LogOptions log = core::logging_options();
+    log.file = rank_log_;
+    core::configure_logging(log);
+    char host[256] = "?";
+    gethostname(host, sizeof host - 1);
+    CELLFM_LOG(debug) << "rank " << world_.rank() << " of " << world_.size() << ": pid " << getpid()
+                      << " on " << host;
+    const std::string line =
+        "[r" + std::to_string(world_.rank()) + "] rank " + std::to_string(world_.rank()) + " of " +
+        std::to_string(world_.size()) + ": pid " + std::to_string(getpid()) + " on " + host + "\n";
+    std::fputs(line.c_str(), rank_log_);
+    std::fflush(rank_log_);
+  }
+
+  void close_rank_log() {
+    if (rank_log_ == nullptr) return;
+    core::LogOptions log = core::logging_options();
+    log.file = nullptr;
+    core::configure_logging(log);
+    std::fclose(rank_log_);
+    rank_log_ = nullptr;
   }
 
   void save_weights(const std::string& path, std::int64_t step) {
@@ -324,18 +700,26 @@ class Trainer {
   parallel::RankGrid grid_;
   std::unique_ptr<data::Corpus> train_corpus_, validation_corpus_;
   std::vector<std::int32_t> validation_labels_;
-  std::shared_ptr<parallel::Communicator> tp_, dp_;
+  std::shared_ptr<parallel::Communicator> world_comm_, tp_, dp_;
   std::unique_ptr<ModelFamily> family_;
+  std::vector<ParameterInfo> parameters_;
   std::vector<parallel::NormParameter> norm_parameters_;
   std::unique_ptr<parallel::DataParallel> data_parallel_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  TrainerState state_;
+  std::unique_ptr<MetricsLog> metrics_;
+  std::unique_ptr<TensorBoardWriter> tensorboard_;
+  Clock::time_point last_checkpoint_time_ = Clock::now();
+  std::set<std::int64_t> injected_steps_;
+  std::FILE* rank_log_ = nullptr;
 };
 
 }  // namespace
 
-TrainSummary train(const TrainingSpec& spec, const parallel::Comm& world) {
+TrainSummary train(const TrainingSpec& spec, const parallel::Comm& world,
+                   const TrainLaunch& launch) {
   Trainer trainer(spec, world);
-  return trainer.run();
+  return trainer.run(launch);
 }
 
 }  // namespace cellfm::trainers

@@ -96,7 +96,8 @@ class ExceiverFamily : public ModelFamily {
   std::vector<ParameterInfo> parameters() override {
     std::vector<ParameterInfo> out;
     for (const auto& item : model_->named_parameters()) {
-      out.push_back({item.key(), item.value(), model_->is_sharded(item.key())});
+      out.push_back({item.key(), item.value(), model_->is_sharded(item.key()),
+                     model_->shard_dim(item.key())});
     }
     return out;
   }

@@ -270,17 +270,24 @@ void ExceiverModelImpl::load_full_state_dict(const core::NamedTensors& tensors) 
   }
 }
 
-bool ExceiverModelImpl::is_sharded(const std::string& name) const {
+std::int64_t ExceiverModelImpl::shard_dim(const std::string& name) const {
   const auto ends_with = [&](const std::string& suffix) {
     return name.size() >= suffix.size() &&
            name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
   };
-  if (tp_->size() == 1) return false;
+  // Column-parallel projections split their output rows, row-parallel ones their input columns.
   for (const char* s : {".q.weight", ".q.bias", ".k.weight", ".k.bias", ".v.weight", ".v.bias",
-                        ".out.weight", ".linear1.weight", ".linear1.bias", ".linear2.weight"}) {
-    if (ends_with(s)) return true;
+                        ".linear1.weight", ".linear1.bias"}) {
+    if (ends_with(s)) return 0;
   }
-  return false;
+  for (const char* s : {".out.weight", ".linear2.weight"}) {
+    if (ends_with(s)) return 1;
+  }
+  return -1;
+}
+
+bool ExceiverModelImpl::is_sharded(const std::string& name) const {
+  return tp_->size() > 1 && shard_dim(name) >= 0;
 }
 
 // ---- Initialisation ----------------------------------------------------------------------------

@@ -94,6 +94,9 @@ class ExceiverModelImpl : public torch::nn::Module {
   void load_full_state_dict(const core::NamedTensors& tensors);
   /// Whether this rank's parameter `name` is a tensor-parallel slice.
   bool is_sharded(const std::string& name) const;
+  /// The dimension along which tensor-parallel ranks split parameter `name` (whatever the
+  /// current tensor-parallel size, 1 included); -1 for parameters every rank holds whole.
+  std::int64_t shard_dim(const std::string& name) const;
 
   std::int64_t genes() const { return genes_; }
   std::int64_t classes() const { return classes_; }
