@@ -262,11 +262,11 @@ std::map<std::string, torch::Tensor> load_checkpoint_tensors(
     core::SafetensorsContent content = core::read_safetensors(path);
     if (t == 0) {
       try {
-        for (const auto& [name, dim] : json::parse(content.metadata.at("shard_dims")).items()) {
-          saved_dims[name] = dim.get<std::int64_t>();
-        }
+        const json dims = json::parse(content.metadata.at("shard_dims"));
+        for (const auto& item : dims.items()) saved_dims[item.key()] = item.value().get<std::int64_t>();
       } catch (const std::exception& e) {
-        throw core::InputError(path + ": metadata 'shard_dims' is missing or invalid");
+        throw core::InputError(path + ": metadata 'shard_dims' is missing or invalid (" +
+                               e.what() + ")");
       }
     }
     for (auto& [name, tensor] : content.tensors) {

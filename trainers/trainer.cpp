@@ -359,7 +359,7 @@ class Trainer {
         summary.checkpoint = write_checkpoint_now(reason);
         if (stop_signal != 0) {
           summary.stopped_by = stop_signal_name(stop_signal);
-          CELLFM_LOG(warn) << "caught " << summary.stopped_by << ": stopped after step " << done
+          CELLFM_LOG(info) << "caught " << summary.stopped_by << ": stopped after step " << done
                            << " with checkpoint " << summary.checkpoint
                            << "; continue with --resume auto (exit 75)";
           return;

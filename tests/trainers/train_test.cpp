@@ -109,7 +109,9 @@ TEST_F(TrainTest, QuickstartLearnsOnTwoRanks) {
 TEST_F(TrainTest, RunDirectoryHoldsSpecVocabularyAndFullWeights) {
   ASSERT_EQ(train_->exit_code, 0) << train_->err;
   EXPECT_TRUE(std::filesystem::exists(path("run/spec.yaml")));
-  EXPECT_TRUE(std::filesystem::exists(path("run/weights/step_000000040.safetensors")));
+  EXPECT_TRUE(std::filesystem::exists(path("run/checkpoints/step_000000040/manifest.json")));
+  EXPECT_TRUE(std::filesystem::exists(path("run/checkpoints/step_000000080/manifest.json")));
+  EXPECT_TRUE(std::filesystem::exists(path("run/logs/rank_00001.log")));
   std::ifstream vocabulary(path("run/vocabulary.txt"));
   std::int64_t genes = 0;
   for (std::string line; std::getline(vocabulary, line);) genes += !line.empty();

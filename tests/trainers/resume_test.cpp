@@ -1,0 +1,344 @@
+// Checkpoints and resume as users run them (mpiexec, the cellfm binary, a small synthetic corpus):
+// a resumed run is bit-identical to an uninterrupted one; a resume on another data-parallel size
+// finishes the epoch exactly; tensor-parallel checkpoints are resplit (2 -> 1, 1 -> 2) and
+// exported whole; corrupt checkpoints are skipped by name; spec changes that break a checkpoint
+// are refused; non-finite steps are skipped, then rolled back or stopped; TensorBoard reads back.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/safetensors.h"
+#include "tests/support/process.h"
+#include "tests/support/temp_dir.h"
+
+namespace cellfm::trainers {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using testing::ProcessResult;
+
+const std::string kPython = "/usr/bin/python3";
+constexpr int kBatchCells = 16;
+
+class ResumeTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new testing::TempDir();
+    const ProcessResult synth =
+        cellfm({"synth", "--out", path("corpus"), "--cells", "900", "--files", "2", "--genes",
+                "400", "--cell-types", "5", "--matrix", "raw", "--seed", "5"});
+    ASSERT_EQ(synth.exit_code, 0) << synth.err;
+    // The quickstart model on a constant schedule (so run.max_steps does not change the rates:
+    // "train N, stop, resume to 2N" is the same run), logging every step.
+    std::ofstream(path("spec.yaml"))
+        << "base: " << CELLFM_SOURCE_DIR << "/experiments/quickstart.yaml\n"
+        << "run:\n  dir: " << path("stats-run") << "\n  max_steps: 12\n"
+        << "data:\n  files: [" << path("corpus") << "/*.h5ad]\n  batch_cells: " << kBatchCells
+        << "\n  block_cells: 8\n  shuffle_blocks: 4\n  gene_stats: " << path("stats-run")
+        << "/gene_stats.tsv\n"
+        << "schedule:\n  name: constant\n  warmup_steps: 4\n"
+        << "evaluation:\n  every_steps: 6\n  batches: 2\n"
+        << "checkpoint:\n  every_steps: 6\n"
+        << "logging:\n  every_steps: 1\n";
+    const ProcessResult stats = cellfm({"prep", "stats", path("spec.yaml")});
+    ASSERT_EQ(stats.exit_code, 0) << stats.out << stats.err;
+  }
+  static void TearDownTestSuite() { delete dir_; }
+
+  static std::string path(const std::string& name) { return dir_->path() + "/" + name; }
+
+  static ProcessResult cellfm(std::vector<std::string> args, int ranks = 0) {
+    return testing::run_ranks(CELLFM_MPIEXEC, CELLFM_BINARY, args, ranks);
+  }
+
+  /// `cellfm train` of the suite's spec into run directory `run` with extra overrides.
+  static ProcessResult train(const std::string& run, std::vector<std::string> sets, int ranks,
+                             const std::string& resume = "") {
+    std::vector<std::string> args = {"train", path("spec.yaml"), "--set", "run.dir=" + path(run)};
+    for (const std::string& set : sets) {
+      args.push_back("--set");
+      args.push_back(set);
+    }
+    if (!resume.empty()) {
+      args.push_back("--resume");
+      args.push_back(resume);
+    }
+    return cellfm(args, ranks);
+  }
+
+  static std::vector<json> metrics(const std::string& run) {
+    std::ifstream in(path(run) + "/metrics.jsonl");
+    std::vector<json> lines;
+    for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+    return lines;
+  }
+
+  static json trainer_state(const std::string& checkpoint) {
+    std::ifstream in(checkpoint + "/trainer_state.json");
+    return json::parse(in);
+  }
+
+  static std::string checkpoint(const std::string& run, int step) {
+    char name[32];
+    std::snprintf(name, sizeof name, "step_%09d", step);
+    return path(run) + "/checkpoints/" + name;
+  }
+
+  /// Every tensor of two safetensors files, compared for exact equality.
+  static void expect_same_tensors(const std::string& a, const std::string& b, double tolerance) {
+    const core::SafetensorsContent x = core::read_safetensors(a);
+    const core::SafetensorsContent y = core::read_safetensors(b);
+    ASSERT_EQ(x.tensors.size(), y.tensors.size());
+    std::map<std::string, torch::Tensor> by_name(y.tensors.begin(), y.tensors.end());
+    for (const auto& [name, tensor] : x.tensors) {
+      ASSERT_TRUE(by_name.count(name)) << name;
+      if (tolerance == 0) {
+        EXPECT_TRUE(torch::equal(tensor, by_name[name])) << name << " differs";
+      } else {
+        EXPECT_TRUE(torch::allclose(tensor, by_name[name], tolerance, tolerance))
+            << name << " differs beyond " << tolerance;
+      }
+    }
+  }
+
+  static testing::TempDir* dir_;
+};
+testing::TempDir* ResumeTest::dir_ = nullptr;
+
+TEST_F(ResumeTest, ResumedRunIsBitIdenticalToAnUninterruptedOne) {
+  const ProcessResult whole = train("whole", {"run.max_steps=12"}, 2);
+  ASSERT_EQ(whole.exit_code, 0) << whole.out << whole.err;
+  const ProcessResult first = train("split", {"run.max_steps=6"}, 2);
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  const ProcessResult second = train("split", {"run.max_steps=12"}, 2, "auto");
+  ASSERT_EQ(second.exit_code, 0) << second.out << second.err;
+  EXPECT_NE(second.out.find("resumed at step 6"), std::string::npos) << second.out;
+  EXPECT_NE(second.out.find("run.max_steps: 6 -> 12"), std::string::npos)
+      << "the harmless change is logged:\n"
+      << second.out;
+
+  const std::vector<json> a = metrics("whole"), b = metrics("split");
+  ASSERT_EQ(a.size(), b.size());
+  int compared = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i]["step"], b[i]["step"]);
+    for (const char* key : {"loss", "grad_norm", "eval_loss", "lr", "cells"}) {
+      if (!a[i].contains(key)) continue;
+      EXPECT_EQ(a[i][key], b[i][key]) << key << " at step " << a[i]["step"];
+      ++compared;
+    }
+  }
+  EXPECT_GE(compared, 12 * 4);
+  expect_same_tensors(path("whole/weights.safetensors"), path("split/weights.safetensors"), 0);
+  expect_same_tensors(checkpoint("whole", 12) + "/optimizer.tp0-of-1.safetensors",
+                      checkpoint("split", 12) + "/optimizer.tp0-of-1.safetensors", 0);
+}
+
+TEST_F(ResumeTest, DataParallelChangeFinishesTheEpochExactlyOnce) {
+  // 2 ranks for 5 steps (2 x 16 cells a step), then 1 rank to past the end of the epoch.
+  const ProcessResult first = train("dp", {"run.max_steps=5", "checkpoint.every_steps=5"}, 2);
+  ASSERT_EQ(first.exit_code, 0) << first.out << first.err;
+  const json at5 = trainer_state(checkpoint("dp", 5));
+  const std::int64_t cells = at5["train_cells"];
+  ASSERT_EQ(at5["sampler"]["cells_consumed"], 5 * 2 * kBatchCells);
+  // Exactly once: the remaining cells take ceil(rest / 16) steps on one rank, then epoch 1.
+  const std::int64_t rest = cells - 5 * 2 * kBatchCells;
+  const std::int64_t epoch_end = 5 + (rest + kBatchCells - 1) / kBatchCells;
+  const ProcessResult second =
+      train("dp", {"run.max_steps=" + std::to_string(epoch_end + 2)}, 1, "auto");
+  ASSERT_EQ(second.exit_code, 0) << second.out << second.err;
+  EXPECT_NE(second.out.find("resumed at step 5"), std::string::npos) << second.out;
+  for (const json& line : metrics("dp")) {
+    if (!line.contains("epoch")) continue;
+    const std::int64_t step = line["step"];
+    EXPECT_EQ(line["epoch"].get<std::int64_t>(), step <= epoch_end ? 0 : 1) << "step " << step;
+    if (step > 5) {
+      EXPECT_TRUE(std::isfinite(line["loss"].get<double>()));
+    }
+  }
+  const json end = trainer_state(checkpoint("dp", static_cast<int>(epoch_end + 2)));
+  EXPECT_EQ(end["sampler"]["epoch"], 1);
+  EXPECT_EQ(end["sampler"]["cells_consumed"], 2 * kBatchCells);
+}
+
+TEST_F(ResumeTest, TensorParallelCheckpointsAreResplit) {
+  // The reference: TP 1 on one rank for 12 steps. TP 2 on two ranks has one data-parallel rank,
+  // so it sees the same cells: its losses agree within float tolerance.
+  ASSERT_EQ(train("tp-ref", {}, 1).exit_code, 0);
+  // TP 2 -> 1.
+  const ProcessResult tp2 = train("tp21", {"run.max_steps=6", "parallel.tensor_parallel=2"}, 2);
+  ASSERT_EQ(tp2.exit_code, 0) << tp2.out << tp2.err;
+  EXPECT_TRUE(fs::exists(checkpoint("tp21", 6) + "/model.tp1-of-2.safetensors"));
+  const ProcessResult exported =
+      cellfm({"export", "--checkpoint", checkpoint("tp21", 6), "--output", path("tp21.safetensors")});
+  ASSERT_EQ(exported.exit_code, 0) << exported.out << exported.err;
+  // The export regathers the shards: the same tensors as the TP-2 run's own full weights.
+  expect_same_tensors(path("tp21.safetensors"), path("tp21/weights.safetensors"), 0);
+  const ProcessResult tp1 = train("tp21", {"parallel.tensor_parallel=1"}, 1, "auto");
+  ASSERT_EQ(tp1.exit_code, 0) << tp1.out << tp1.err;
+  // TP 1 -> 2 from the reference's step-6 checkpoint.
+  fs::create_directories(path("tp12/checkpoints"));
+  fs::copy(checkpoint("tp-ref", 6), checkpoint("tp12", 6), fs::copy_options::recursive);
+  const ProcessResult tp12 = train("tp12", {"parallel.tensor_parallel=2"}, 2, "auto");
+  ASSERT_EQ(tp12.exit_code, 0) << tp12.out << tp12.err;
+  EXPECT_NE(tp12.out.find("resumed at step 6"), std::string::npos) << tp12.out;
+
+  const std::vector<json> ref = metrics("tp-ref");
+  for (const std::string run : {"tp21", "tp12"}) {
+    std::map<std::int64_t, double> losses;
+    for (const json& line : metrics(run)) {
+      if (line.contains("loss")) losses[line["step"]] = line["loss"];
+    }
+    int compared = 0;
+    for (const json& line : ref) {
+      if (!line.contains("loss") || line["step"].get<std::int64_t>() <= 6) continue;
+      const double want = line["loss"];
+      ASSERT_TRUE(losses.count(line["step"])) << run << " step " << line["step"];
+      EXPECT_NEAR(losses[line["step"]], want, 1e-3 * std::abs(want))
+          << run << " step " << line["step"];
+      ++compared;
+    }
+    EXPECT_EQ(compared, 6) << run;
+  }
+}
+
+TEST_F(ResumeTest, CorruptCheckpointsAreSkippedByName) {
+  ASSERT_EQ(train("corrupt", {"checkpoint.keep_last=5"}, 2).exit_code, 0);
+  // A flipped byte in the newest checkpoint's weights, a truncated manifest in the one before
+  // (after it, a .tmp- directory as a killed write leaves it).
+  {
+    std::fstream file(checkpoint("corrupt", 12) + "/model.tp0-of-1.safetensors",
+                      std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(-5, std::ios::end);
+    file.put('\x7f');
+  }
+  fs::resize_file(checkpoint("corrupt", 6) + "/manifest.json", 20);
+  fs::create_directories(path("corrupt/checkpoints/.tmp-step_000000018"));
+
+  const ProcessResult listed = cellfm({"checkpoints", path("corrupt")});
+  EXPECT_EQ(listed.exit_code, 2) << listed.out;
+  EXPECT_NE(listed.out.find("model.tp0-of-1.safetensors does not match its SHA-256"),
+            std::string::npos)
+      << listed.out;
+  EXPECT_NE(listed.out.find("incomplete"), std::string::npos) << listed.out;
+
+  // Naming a corrupt checkpoint explicitly is an error that names the file.
+  const ProcessResult named = train("corrupt", {}, 2, checkpoint("corrupt", 6));
+  EXPECT_EQ(named.exit_code, 2);
+  EXPECT_NE((named.out + named.err).find("manifest.json is not a valid manifest"),
+            std::string::npos)
+      << named.out << named.err;
+
+  const ProcessResult resumed = train("corrupt", {"run.max_steps=14"}, 2, "auto");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  const std::string all = resumed.out + resumed.err;
+  EXPECT_NE(all.find("skipping checkpoint " + checkpoint("corrupt", 12)), std::string::npos) << all;
+  EXPECT_NE(all.find("skipping checkpoint " + checkpoint("corrupt", 6)), std::string::npos) << all;
+  // Neither verifies: the run starts over.
+  EXPECT_NE(all.find("starting from step 0"), std::string::npos) << all;
+
+}
+
+TEST_F(ResumeTest, SpecChangesThatBreakTheCheckpointAreRefusedByKey) {
+  ASSERT_EQ(train("spec", {"run.max_steps=6"}, 2).exit_code, 0);
+  const ProcessResult wider =
+      train("spec", {"model.exceiver.dim=32", "data.batch_cells=8"}, 2, "auto");
+  EXPECT_EQ(wider.exit_code, 2) << wider.out << wider.err;
+  const std::string message = wider.out + wider.err;
+  EXPECT_NE(message.find("model.exceiver.dim: 16 -> 32"), std::string::npos) << message;
+  EXPECT_NE(message.find("data.batch_cells: 16 -> 8"), std::string::npos) << message;
+  EXPECT_EQ(testing::count_occurrences(message, "cannot resume"), 1) << message;
+
+  const ProcessResult slower =
+      train("spec", {"run.max_steps=8", "optimizer.learning_rate=0.001"}, 2, "auto");
+  ASSERT_EQ(slower.exit_code, 0) << slower.out << slower.err;
+  EXPECT_NE(slower.out.find("optimizer.learning_rate: 0.003 -> 0.001"), std::string::npos)
+      << slower.out;
+  for (const json& line : metrics("spec")) {
+    if (line["step"].get<int>() > 6 && line.contains("lr")) {
+      EXPECT_EQ(line["lr"], 0.001);
+    }
+  }
+}
+
+TEST_F(ResumeTest, NonFiniteStepsAreSkippedThenRolledBackOrStopped) {
+  // One injected NaN step: skipped and counted, the run finishes with finite weights.
+  const ProcessResult once = train("nan-skip", {"faults.inject_nan_at_step=3"}, 2);
+  ASSERT_EQ(once.exit_code, 0) << once.out << once.err;
+  EXPECT_NE(once.out.find("1 steps skipped (non-finite)"), std::string::npos) << once.out;
+  EXPECT_NE(once.err.find("step 4: non-finite loss"), std::string::npos) << once.err;
+  for (const auto& [name, tensor] : core::read_safetensors(path("nan-skip/weights.safetensors")).tensors) {
+    EXPECT_TRUE(torch::isfinite(tensor).all().item<bool>()) << name;
+  }
+
+  // Three in a row with a limit of three: back to the step-6 checkpoint at half the rate.
+  const std::vector<std::string> streak = {"faults.inject_nan_at_step=7",
+                                           "faults.inject_nan_steps=3",
+                                           "faults.nan_consecutive_limit=3"};
+  const ProcessResult rolled = train("nan-rollback", streak, 2);
+  ASSERT_EQ(rolled.exit_code, 0) << rolled.out << rolled.err;
+  EXPECT_NE(rolled.err.find("rolled back to " + checkpoint("nan-rollback", 6)), std::string::npos)
+      << rolled.err;
+  const json end = trainer_state(checkpoint("nan-rollback", 12));
+  EXPECT_EQ(end["rollbacks"], 1);
+  EXPECT_EQ(end["lr_scale"], 0.5);
+  EXPECT_EQ(end["skipped_steps"], 3);
+  for (const json& line : metrics("nan-rollback")) {
+    if (line["step"].get<int>() > 6 && line.contains("lr")) {
+      EXPECT_EQ(line["lr"], 0.0015);
+    }
+  }
+
+  // The same streak with nan_action: stop ends the run with exit 1 and says why.
+  std::vector<std::string> stop = streak;
+  stop.push_back("faults.nan_action=stop");
+  const ProcessResult stopped = train("nan-stop", stop, 2);
+  EXPECT_EQ(stopped.exit_code, 1);
+  EXPECT_NE((stopped.out + stopped.err).find("non-finite loss or gradients in 3 consecutive steps"),
+            std::string::npos)
+      << stopped.out << stopped.err;
+}
+
+TEST_F(ResumeTest, ExportAndTensorBoardReadBackWithoutCellfm) {
+  ASSERT_EQ(train("export", {}, 2).exit_code, 0);
+  const ProcessResult exported = cellfm(
+      {"export", "--checkpoint", checkpoint("export", 12), "--output", path("model.safetensors")});
+  ASSERT_EQ(exported.exit_code, 0) << exported.out << exported.err;
+  expect_same_tensors(path("model.safetensors"), path("export/weights.safetensors"), 0);
+  // Python's json + the safetensors layout read by hand: names and shapes agree with model.json.
+  const ProcessResult python = testing::run_process(
+      {kPython, "-c",
+       "import json, struct, sys\n"
+       "meta = json.load(open(sys.argv[1]))\n"
+       "raw = open(sys.argv[2], 'rb').read()\n"
+       "n = struct.unpack('<Q', raw[:8])[0]\n"
+       "header = json.loads(raw[8:8 + n])\n"
+       "shapes = {k: v['shape'] for k, v in header.items() if k != '__metadata__'}\n"
+       "assert shapes == meta['tensors'], (shapes, meta['tensors'])\n"
+       "assert meta['options']['dim'] == 16 and meta['family'] == 'exceiver'\n"
+       "assert len(meta['genes']) + 1 == shapes['gene_emb.weight'][0]\n"
+       "print('ok', len(shapes))\n",
+       path("model.json"), path("model.safetensors")});
+  EXPECT_EQ(python.exit_code, 0) << python.out << python.err;
+
+  std::string events;
+  for (const auto& entry : fs::directory_iterator(path("export/tensorboard"))) {
+    events = entry.path().string();
+  }
+  ASSERT_FALSE(events.empty());
+  const ProcessResult decoded = testing::run_process(
+      {kPython, std::string(CELLFM_SOURCE_DIR) + "/tests/trainers/read_tfevents.py", events});
+  ASSERT_EQ(decoded.exit_code, 0) << decoded.out << decoded.err;
+  for (const char* tag : {"\"loss\"", "\"mse\"", "\"lr\"", "\"grad_norm\"", "\"cells_per_s\"",
+                          "\"memory_mb\"", "\"eval_loss\""}) {
+    EXPECT_NE(decoded.out.find(tag), std::string::npos) << tag << " missing:\n" << decoded.out;
+  }
+}
+
+}  // namespace
+}  // namespace cellfm::trainers
