@@ -161,6 +161,25 @@ TEST_F(ResumeTest, DataParallelChangeFinishesTheEpochExactlyOnce) {
       EXPECT_TRUE(std::isfinite(line["loss"].get<double>()));
     }
   }
+  // The loss curve continues: the 1-rank continuation's mean loss over steps 6-10 is within 15%
+  // of an uninterrupted 2-rank run's over the same steps (same weights at step 5, other cells).
+  ASSERT_EQ(train("dp-ref", {"run.max_steps=10"}, 2).exit_code, 0);
+  const auto mean_loss = [&](const std::string& run) {
+    double sum = 0;
+    int count = 0;
+    for (const json& line : metrics(run)) {
+      const std::int64_t step = line["step"];
+      if (step >= 6 && step <= 10 && line.contains("loss")) {
+        sum += line["loss"].get<double>();
+        ++count;
+      }
+    }
+    EXPECT_EQ(count, 5) << run;
+    return sum / std::max(count, 1);
+  };
+  const double resumed_loss = mean_loss("dp"), reference_loss = mean_loss("dp-ref");
+  EXPECT_NEAR(resumed_loss, reference_loss, 0.15 * reference_loss);
+
   const json end = trainer_state(checkpoint("dp", static_cast<int>(epoch_end + 2)));
   EXPECT_EQ(end["sampler"]["epoch"], 1);
   EXPECT_EQ(end["sampler"]["cells_consumed"], 2 * kBatchCells);
@@ -302,6 +321,36 @@ TEST_F(ResumeTest, NonFiniteStepsAreSkippedThenRolledBackOrStopped) {
   EXPECT_NE((stopped.out + stopped.err).find("non-finite loss or gradients in 3 consecutive steps"),
             std::string::npos)
       << stopped.out << stopped.err;
+}
+
+TEST_F(ResumeTest, CheckpointsEveryFewMinutesAndKeepsTheRetainedOnes) {
+  // 0.02 minutes = 1.2 s between timed checkpoints; no step-based ones; keep the newest 2 and
+  // every multiple of 20 steps.
+  const ProcessResult timed =
+      train("timed", {"run.max_steps=60", "checkpoint.every_steps=0", "checkpoint.every_minutes=0.02",
+                      "checkpoint.keep_last=2", "checkpoint.keep_every_steps=20",
+                      "logging.every_steps=10"},
+            2);
+  ASSERT_EQ(timed.exit_code, 0) << timed.out << timed.err;
+  std::vector<std::string> names;
+  for (const auto& entry : fs::directory_iterator(path("timed/checkpoints"))) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  ASSERT_GE(names.size(), 3u);  // at least one timed, the final one, latest
+  EXPECT_EQ(names.back(), "step_000000060");
+  EXPECT_EQ(names.front(), "latest");
+  int timed_count = 0;
+  for (std::size_t i = 1; i < names.size(); ++i) {
+    const std::string dir = path("timed/checkpoints/") + names[i];
+    const json state = trainer_state(dir);
+    const std::int64_t step = state["step"];
+    timed_count += state["reason"] == "every_minutes";
+    // Retention: only the newest two and multiples of 20 survive.
+    EXPECT_TRUE(i + 2 >= names.size() || step % 20 == 0) << names[i];
+  }
+  EXPECT_GE(timed_count, 1) << timed.out;
+  EXPECT_NE(timed.out.find("checkpoint in"), std::string::npos) << timed.out;
 }
 
 TEST_F(ResumeTest, ExportAndTensorBoardReadBackWithoutCellfm) {
