@@ -214,7 +214,7 @@ class Trainer {
       const std::int64_t step = state_.step;
       lr = learning_rate_at(o_.optimizer, o_.schedule, step, max_steps) * state_.lr_scale;
       set_learning_rate(*optimizer_, lr);
-      parallel::set_collective_step(step);
+      parallel::set_collective_step(step + 1);  // as the progress lines count it
       data_parallel_->zero_grad();
       // [cells, loss x cells, term_1 x cells, ...] of this step on this rank.
       std::vector<double> step_sums;
