@@ -218,6 +218,25 @@ std::string verify_checkpoint(const std::string& dir) {
   return "";
 }
 
+std::string choose_checkpoint(const std::string& checkpoints_dir, const std::string& request) {
+  if (request != "auto") {
+    const std::string problem = verify_checkpoint(request);
+    if (!problem.empty()) {
+      throw core::InputError("--resume " + request +
+                             ": the checkpoint does not verify: " + problem);
+    }
+    return request;
+  }
+  for (const std::string& dir : list_checkpoints(checkpoints_dir)) {
+    const std::string problem = verify_checkpoint(dir);
+    if (problem.empty()) return dir;
+    CELLFM_LOG(warn) << "skipping checkpoint " << dir << ": " << problem;
+  }
+  CELLFM_LOG(info) << "--resume auto: no checkpoint in " << checkpoints_dir
+                   << "; starting from step 0";
+  return "";
+}
+
 CheckpointInfo read_checkpoint_info(const std::string& dir) {
   const fs::path root(dir);
   CheckpointInfo info;
@@ -263,10 +282,11 @@ std::map<std::string, torch::Tensor> load_checkpoint_tensors(
     if (t == 0) {
       try {
         const json dims = json::parse(content.metadata.at("shard_dims"));
-        for (const auto& item : dims.items()) saved_dims[item.key()] = item.value().get<std::int64_t>();
+        for (const auto& item : dims.items())
+          saved_dims[item.key()] = item.value().get<std::int64_t>();
       } catch (const std::exception& e) {
-        throw core::InputError(path + ": metadata 'shard_dims' is missing or invalid (" +
-                               e.what() + ")");
+        throw core::InputError(path + ": metadata 'shard_dims' is missing or invalid (" + e.what() +
+                               ")");
       }
     }
     for (auto& [name, tensor] : content.tensors) {

@@ -77,6 +77,12 @@ std::string verify_checkpoint(const std::string& dir);
 /// The committed checkpoint directories under `checkpoints_dir`, newest (highest step) first.
 std::vector<std::string> list_checkpoints(const std::string& checkpoints_dir);
 
+/// The checkpoint a run starts from for `request`: "auto" takes the newest under
+/// `checkpoints_dir` that verifies (warning about each skipped one, naming the file and cause;
+/// "" when none does); anything else is a checkpoint directory that must verify (InputError
+/// naming the problem otherwise). Not collective: rank 0 calls it and shares the answer.
+std::string choose_checkpoint(const std::string& checkpoints_dir, const std::string& request);
+
 /// What a checkpoint directory says about itself (manifest and trainer_state.json).
 struct CheckpointInfo {
   std::string dir;

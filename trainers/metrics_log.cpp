@@ -83,6 +83,14 @@ std::string format_duration(double seconds) {
   return out.str();
 }
 
+double resident_memory_mb() {
+  std::ifstream status("/proc/self/status");
+  for (std::string line; std::getline(status, line);) {
+    if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
+  }
+  return 0;
+}
+
 std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fields& fields,
                             double eta_seconds, double checkpoint_in_seconds) {
   std::ostringstream out;

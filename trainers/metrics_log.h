@@ -29,6 +29,9 @@ class MetricsLog {
   std::FILE* file_ = nullptr;
 };
 
+/// This process's resident memory in MB (VmRSS of /proc/self/status; 0 where unavailable).
+double resident_memory_mb();
+
 /// "1:02:03" / "2:03" from seconds.
 std::string format_duration(double seconds);
 

@@ -23,8 +23,8 @@
 #include "trainers/checkpoint.h"
 #include "trainers/metrics_log.h"
 #include "trainers/optimizer_state.h"
+#include "trainers/resume_checks.h"
 #include "trainers/schedule.h"
-#include "trainers/spec_changes.h"
 #include "trainers/stop_signals.h"
 #include "trainers/tensorboard_writer.h"
 #include "trainers/trainer_state.h"
@@ -411,14 +411,6 @@ class Trainer {
     }
   }
 
-  double resident_memory_mb() const {
-    std::ifstream status("/proc/self/status");
-    for (std::string line; std::getline(status, line);) {
-      if (line.rfind("VmRSS:", 0) == 0) return std::strtod(line.c_str() + 6, nullptr) / 1024.0;
-    }
-    return 0;
-  }
-
   void record(const Fields& fields, std::int64_t step) {
     if (metrics_) metrics_->write(fields);
     if (tensorboard_) {
@@ -504,26 +496,7 @@ class Trainer {
     if (request.empty()) return "";
     std::string chosen;
     parallel::run_agreed(world_, [&] {
-      if (world_.rank() != 0) return;
-      if (request != "auto") {
-        const std::string problem = verify_checkpoint(request);
-        if (!problem.empty()) {
-          throw core::InputError("--resume " + request +
-                                 ": the checkpoint does not verify: " + problem);
-        }
-        chosen = request;
-        return;
-      }
-      for (const std::string& dir : list_checkpoints(checkpoints_dir())) {
-        const std::string problem = verify_checkpoint(dir);
-        if (problem.empty()) {
-          chosen = dir;
-          return;
-        }
-        CELLFM_LOG(warn) << "skipping checkpoint " << dir << ": " << problem;
-      }
-      CELLFM_LOG(info) << "--resume auto: no checkpoint in " << checkpoints_dir()
-                       << "; starting from step 0";
+      if (world_.rank() == 0) chosen = choose_checkpoint(checkpoints_dir(), request);
     });
     return world_.broadcast(chosen, 0);
   }
@@ -535,7 +508,10 @@ class Trainer {
       const CheckpointInfo info = read_checkpoint_info(dir);
       const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
       TrainerState loaded = parse_trainer_state(info.trainer_state, state_path);
-      if (check_spec) check_compatible(info, loaded);
+      if (check_spec) {
+        check_resume_compatible(info, loaded.train_cells, spec_.experiment.resolved_yaml,
+                                train_corpus_->vocabulary().genes(), train_corpus_->cells());
+      }
       std::map<std::string, std::int64_t> optimizer_dims;
       for (const ParameterInfo& p : parameters_) {
         for (const char* suffix : {".exp_avg", ".exp_avg_sq", ".step"}) {
@@ -558,41 +534,6 @@ class Trainer {
       loaded.labels = train_corpus_->labels();
       state_ = loaded;
     });
-  }
-
-  void check_compatible(const CheckpointInfo& info, const TrainerState& loaded) {
-    const std::string spec_path = (fs::path(info.dir) / "spec.yaml").string();
-    const SpecChanges changes =
-        compare_specs(info.spec_yaml, spec_.experiment.resolved_yaml, spec_path);
-    if (!changes.breaking.empty()) {
-      throw core::UsageError("cannot resume from " + info.dir +
-                             ": the spec changed in ways the checkpoint cannot follow: " +
-                             describe_changes(changes.breaking) +
-                             " (start a new run.dir, or undo these changes)");
-    }
-    const auto& genes = train_corpus_->vocabulary().genes();
-    if (genes != info.vocabulary) {
-      std::size_t row = 0;
-      while (row < genes.size() && row < info.vocabulary.size() &&
-             genes[row] == info.vocabulary[row])
-        ++row;
-      throw core::UsageError("cannot resume from " + info.dir +
-                             ": the vocabulary changed (data.vocabulary, "
-                             "data.files, data.gene_column, data.gene_map): the checkpoint has " +
-                             std::to_string(info.vocabulary.size()) + " genes, this run " +
-                             std::to_string(genes.size()) + ", first difference at row " +
-                             std::to_string(row));
-    }
-    if (loaded.train_cells != train_corpus_->cells()) {
-      throw core::UsageError("cannot resume from " + info.dir + ": the training split has " +
-                             std::to_string(train_corpus_->cells()) +
-                             " cells, the checkpoint's had " + std::to_string(loaded.train_cells) +
-                             " (data.files, data.filters, data.validation.* changed the cells)");
-    }
-    if (!changes.harmless.empty()) {
-      CELLFM_LOG(info) << "resume: spec changes since the checkpoint (allowed): "
-                       << describe_changes(changes.harmless);
-    }
   }
 
   std::unique_ptr<data::DataLoader> make_loader(const data::Corpus& corpus,
