@@ -193,8 +193,8 @@ TEST_F(ResumeTest, TensorParallelCheckpointsAreResplit) {
   const ProcessResult tp2 = train("tp21", {"run.max_steps=6", "parallel.tensor_parallel=2"}, 2);
   ASSERT_EQ(tp2.exit_code, 0) << tp2.out << tp2.err;
   EXPECT_TRUE(fs::exists(checkpoint("tp21", 6) + "/model.tp1-of-2.safetensors"));
-  const ProcessResult exported =
-      cellfm({"export", "--checkpoint", checkpoint("tp21", 6), "--output", path("tp21.safetensors")});
+  const ProcessResult exported = cellfm(
+      {"export", "--checkpoint", checkpoint("tp21", 6), "--output", path("tp21.safetensors")});
   ASSERT_EQ(exported.exit_code, 0) << exported.out << exported.err;
   // The export regathers the shards: the same tensors as the TP-2 run's own full weights.
   expect_same_tensors(path("tp21.safetensors"), path("tp21/weights.safetensors"), 0);
@@ -260,7 +260,6 @@ TEST_F(ResumeTest, CorruptCheckpointsAreSkippedByName) {
   EXPECT_NE(all.find("skipping checkpoint " + checkpoint("corrupt", 6)), std::string::npos) << all;
   // Neither verifies: the run starts over.
   EXPECT_NE(all.find("starting from step 0"), std::string::npos) << all;
-
 }
 
 TEST_F(ResumeTest, SpecChangesThatBreakTheCheckpointAreRefusedByKey) {
@@ -291,14 +290,14 @@ TEST_F(ResumeTest, NonFiniteStepsAreSkippedThenRolledBackOrStopped) {
   ASSERT_EQ(once.exit_code, 0) << once.out << once.err;
   EXPECT_NE(once.out.find("1 steps skipped (non-finite)"), std::string::npos) << once.out;
   EXPECT_NE(once.err.find("step 4: non-finite loss"), std::string::npos) << once.err;
-  for (const auto& [name, tensor] : core::read_safetensors(path("nan-skip/weights.safetensors")).tensors) {
+  for (const auto& [name, tensor] :
+       core::read_safetensors(path("nan-skip/weights.safetensors")).tensors) {
     EXPECT_TRUE(torch::isfinite(tensor).all().item<bool>()) << name;
   }
 
   // Three in a row with a limit of three: back to the step-6 checkpoint at half the rate.
-  const std::vector<std::string> streak = {"faults.inject_nan_at_step=7",
-                                           "faults.inject_nan_steps=3",
-                                           "faults.nan_consecutive_limit=3"};
+  const std::vector<std::string> streak = {
+      "faults.inject_nan_at_step=7", "faults.inject_nan_steps=3", "faults.nan_consecutive_limit=3"};
   const ProcessResult rolled = train("nan-rollback", streak, 2);
   ASSERT_EQ(rolled.exit_code, 0) << rolled.out << rolled.err;
   EXPECT_NE(rolled.err.find("rolled back to " + checkpoint("nan-rollback", 6)), std::string::npos)
@@ -327,9 +326,9 @@ TEST_F(ResumeTest, CheckpointsEveryFewMinutesAndKeepsTheRetainedOnes) {
   // 0.02 minutes = 1.2 s between timed checkpoints; no step-based ones; keep the newest 2 and
   // every multiple of 20 steps.
   const ProcessResult timed =
-      train("timed", {"run.max_steps=60", "checkpoint.every_steps=0", "checkpoint.every_minutes=0.02",
-                      "checkpoint.keep_last=2", "checkpoint.keep_every_steps=20",
-                      "logging.every_steps=10"},
+      train("timed",
+            {"run.max_steps=60", "checkpoint.every_steps=0", "checkpoint.every_minutes=0.02",
+             "checkpoint.keep_last=2", "checkpoint.keep_every_steps=20", "logging.every_steps=10"},
             2);
   ASSERT_EQ(timed.exit_code, 0) << timed.out << timed.err;
   std::vector<std::string> names;
