@@ -74,27 +74,28 @@ ordered_json measure_overlap(const parallel::Comm& world, int iterations) {
   auto slowest = [&](double seconds) {
     return static_cast<double>(world.allreduce_max(static_cast<std::int64_t>(seconds * 1e9))) / 1e9;
   };
-  // Without synchronisation.
-  std::vector<double> without;
-  for (int i = -1; i < iterations; ++i) {
-    for (auto& p : model.encoder->parameters()) p.mutable_grad() = torch::Tensor();
-    world.barrier();
-    const double t = slowest(model.step());
-    if (i >= 0) without.push_back(t);
-  }
-  // With DDP's overlapped bucket allreduces.
+  // Backward under DDP's hooks, alternating steps without synchronisation (set_synchronize(false):
+  // the same code path, gradients kept local) and with the overlapped bucket allreduces, so that
+  // drift in the machine's speed affects both alike.
   auto communicator = parallel::Communicator::create(world, torch::Device(torch::kCPU));
   parallel::DataParallel ddp(parameters, world, communicator);
-  std::vector<double> with;
-  for (int i = -1; i < iterations; ++i) {
+  auto timed_step = [&](bool synchronize) {
     ddp.zero_grad();
+    ddp.set_synchronize(synchronize);
     world.barrier();
     const auto start = std::chrono::steady_clock::now();
     model.step();
-    ddp.finish();
-    const double t =
-        slowest(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    if (i >= 0) with.push_back(t);
+    if (synchronize) ddp.finish();
+    return slowest(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  };
+  std::vector<double> without, with;
+  for (int i = -1; i < iterations; ++i) {
+    const double t_without = timed_step(false);
+    const double t_with = timed_step(true);
+    if (i >= 0) {
+      without.push_back(t_without);
+      with.push_back(t_with);
+    }
   }
   // The same buckets' allreduces alone.
   std::vector<torch::Tensor> buckets;
@@ -151,7 +152,7 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
       "timed calls per size and path (default: 50 below 1 MB, fewer above, at least 5)")(
       "nonblocking-mpi", "the communicator starts MPI's non-blocking collectives and waits")(
       "no-overlap", "skip the overlap measurement (a ~50M-parameter transformer, >= 2 ranks)")(
-      "overlap-iterations", po::value<int>(), "timed steps per overlap mode (default 5)");
+      "overlap-iterations", po::value<int>(), "timed steps per overlap mode (default 9)");
   const auto values = parse_command_options(
       "bench comm",
       "cellfm bench comm [--json] [--min-bytes B] [--max-bytes B] [--iterations N] "
@@ -209,7 +210,7 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context) {
     const int threads = torch::get_num_threads();
     torch::set_num_threads(1);
     const int iterations =
-        values->count("overlap-iterations") ? (*values)["overlap-iterations"].as<int>() : 5;
+        values->count("overlap-iterations") ? (*values)["overlap-iterations"].as<int>() : 9;
     overlap = measure_overlap(world, std::max(1, iterations));
     torch::set_num_threads(threads);
   }
