@@ -2,7 +2,6 @@
 // reader accepts, each data-parallel rank streaming its share of cells, writing a copy of the
 // input with the cell embeddings in obsm (and a classifier's predictions in obs).
 #include <filesystem>
-#include <nlohmann/json.hpp>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -12,27 +11,12 @@
 #include "parallel/rank_grid.h"
 #include "trainers/cli_command.h"
 #include "trainers/model_family.h"
+#include "trainers/weights_file.h"
 
 namespace cellfm::trainers {
 
 namespace po = boost::program_options;
 namespace fs = std::filesystem;
-
-namespace {
-
-/// The label names stored in a weights file's metadata (a JSON list; empty when absent).
-std::vector<std::string> weight_labels(const core::SafetensorsContent& weights,
-                                       const std::string& path) {
-  const auto found = weights.metadata.find("labels");
-  if (found == weights.metadata.end()) return {};
-  try {
-    return nlohmann::json::parse(found->second).get<std::vector<std::string>>();
-  } catch (const std::exception&) {
-    throw core::InputError(path + ": the metadata entry 'labels' is not a JSON list of strings");
-  }
-}
-
-}  // namespace
 
 int run_embed_command(const std::vector<std::string>& args, CliContext& context) {
   const parallel::Comm& world = context.world;
@@ -88,7 +72,7 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
     }
   });
   const core::ExperimentOptions& o = spec.experiment.options;
-  const std::vector<std::string> labels = weight_labels(weights, weights_path);
+  const std::vector<std::string> labels = weights_file_labels(weights, weights_path);
 
   const parallel::RankGrid grid =
       parallel::RankGrid::create(world, static_cast<int>(o.parallel.tensor_parallel));

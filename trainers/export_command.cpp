@@ -13,6 +13,7 @@
 #include "trainers/checkpoint.h"
 #include "trainers/cli_command.h"
 #include "trainers/trainer_state.h"
+#include "trainers/weights_file.h"
 
 namespace cellfm::trainers {
 
@@ -95,14 +96,8 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
     load_model_parameters(info, family->parameters(), 0, 1);
     const core::NamedTensors weights = family->full_state_dict();
     if (world.rank() != 0) return;
-    json labels = state.labels;
-    if (family->predicted_label_names().empty()) labels = json::array();
-    core::write_safetensors(output, weights,
-                            {{"format", "cellfm-weights-1"},
-                             {"family", o.model.family},
-                             {"step", std::to_string(info.step)},
-                             {"spec", info.spec_yaml},
-                             {"labels", labels.dump()}});
+    const std::vector<std::string> labels = family->predicted_label_names();
+    write_weights_file(output, weights, o.model.family, info.step, info.spec_yaml, labels);
     json shapes = json::object();
     for (const auto& [name, tensor] : weights) shapes[name] = tensor.sizes().vec();
     const YAML::Node resolved = YAML::Load(info.spec_yaml);

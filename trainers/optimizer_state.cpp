@@ -26,8 +26,15 @@ std::vector<std::int64_t> shape_of(const torch::Tensor& t) {
 
 }  // namespace
 
-std::int64_t optimizer_tensor_shard_dim(const std::string& suffix, std::int64_t parameter_dim) {
-  return suffix == ".step" ? -1 : parameter_dim;
+std::map<std::string, std::int64_t> optimizer_shard_dims(
+    const std::vector<ParameterInfo>& parameters) {
+  std::map<std::string, std::int64_t> dims;
+  for (const ParameterInfo& p : parameters) {
+    dims[p.name + ".exp_avg"] = p.shard_dim;
+    dims[p.name + ".exp_avg_sq"] = p.shard_dim;
+    dims[p.name + ".step"] = -1;
+  }
+  return dims;
 }
 
 core::NamedTensors optimizer_state_tensors(torch::optim::Optimizer& optimizer,

@@ -27,8 +27,9 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer,
                           const std::map<std::string, torch::Tensor>& tensors,
                           const std::string& source);
 
-/// The shard dimension of an optimizer tensor named after `parameter` with `suffix`: the
-/// parameter's for the moments, -1 (never split) for the step count.
-std::int64_t optimizer_tensor_shard_dim(const std::string& suffix, std::int64_t parameter_dim);
+/// The shard dimension of every tensor optimizer_state_tensors() can name, by name: the
+/// parameter's for the moments, -1 (never split) for the step counts.
+std::map<std::string, std::int64_t> optimizer_shard_dims(
+    const std::vector<ParameterInfo>& parameters);
 
 }  // namespace cellfm::trainers

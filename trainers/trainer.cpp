@@ -28,6 +28,7 @@
 #include "trainers/stop_signals.h"
 #include "trainers/tensorboard_writer.h"
 #include "trainers/trainer_state.h"
+#include "trainers/weights_file.h"
 
 namespace cellfm::trainers {
 
@@ -53,19 +54,6 @@ bool has_validation(const core::DataOptions& data) {
 
 double seconds_since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-std::string json_string_list(const std::vector<std::string>& values) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    out += i ? ", \"" : "\"";
-    for (char c : values[i]) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  return out + "]";
 }
 
 // Agreement flags of one step boundary, allreduced (max) over every rank.
@@ -456,13 +444,9 @@ class Trainer {
       for (const ParameterInfo& p : parameters_) {
         part.model.push_back({p.name, p.tensor.detach(), p.shard_dim});
       }
-      std::map<std::string, std::int64_t> dims;
-      for (const ParameterInfo& p : parameters_) dims[p.name] = p.shard_dim;
+      const auto dims = optimizer_shard_dims(parameters_);
       for (auto& [name, tensor] : optimizer_state_tensors(*optimizer_, parameters_)) {
-        const auto dot = name.rfind('.');
-        part.optimizer.push_back(
-            {name, tensor,
-             optimizer_tensor_shard_dim(name.substr(dot), dims.at(name.substr(0, dot)))});
+        part.optimizer.push_back({name, tensor, dims.at(name)});
       }
     }
     part.rng_state = at::detail::getDefaultCPUGenerator().get_state();
@@ -512,17 +496,12 @@ class Trainer {
         check_resume_compatible(info, loaded.train_cells, spec_.experiment.resolved_yaml,
                                 train_corpus_->vocabulary().genes(), train_corpus_->cells());
       }
-      std::map<std::string, std::int64_t> optimizer_dims;
-      for (const ParameterInfo& p : parameters_) {
-        for (const char* suffix : {".exp_avg", ".exp_avg_sq", ".step"}) {
-          optimizer_dims[p.name + suffix] = optimizer_tensor_shard_dim(suffix, p.shard_dim);
-        }
-      }
       load_model_parameters(info, parameters_, grid_.tp_rank, grid_.tp_size);
       optimizer_->state().clear();
       load_optimizer_state(
           *optimizer_, parameters_,
-          load_checkpoint_tensors(info, "optimizer", optimizer_dims, grid_.tp_rank, grid_.tp_size),
+          load_checkpoint_tensors(info, "optimizer", optimizer_shard_dims(parameters_),
+                                  grid_.tp_rank, grid_.tp_size),
           dir);
       const torch::Tensor rng = load_rng_state(info, world_.rank());
       if (rng.defined() && info.world_size == world_.size()) {
@@ -603,8 +582,6 @@ class Trainer {
     core::configure_logging(log);
     char host[256] = "?";
     gethostname(host, sizeof host - 1);
-    CELLFM_LOG(debug) << "rank " << world_.rank() << " of " << world_.size() << ": pid " << getpid()
-                      << " on " << host;
     const std::string line =
         "[r" + std::to_string(world_.rank()) + "] rank " + std::to_string(world_.rank()) + " of " +
         std::to_string(world_.size()) + ": pid " + std::to_string(getpid()) + " on " + host + "\n";
@@ -625,13 +602,8 @@ class Trainer {
     const core::NamedTensors weights = family_->full_state_dict();  // collective over TP
     parallel::run_agreed(world_, [&] {
       if (world_.rank() != 0) return;
-      fs::create_directories(fs::path(path).parent_path());
-      core::write_safetensors(path, weights,
-                              {{"format", "cellfm-weights-1"},
-                               {"family", o_.model.family},
-                               {"step", std::to_string(step)},
-                               {"spec", spec_.experiment.resolved_yaml},
-                               {"labels", json_string_list(family_->predicted_label_names())}});
+      write_weights_file(path, weights, o_.model.family, step, spec_.experiment.resolved_yaml,
+                         family_->predicted_label_names());
     });
   }
 
