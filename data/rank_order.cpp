@@ -8,10 +8,6 @@
 namespace cellfm::data {
 namespace {
 
-bool before(double value_a, std::int32_t gene_a, double value_b, std::int32_t gene_b) {
-  return value_a != value_b ? value_a > value_b : gene_a < gene_b;
-}
-
 // Descending positive float -> ascending unsigned key (rounding to float is monotone, so a
 // smaller key never belongs to a smaller double).
 std::uint32_t descending_key(double value) {
@@ -21,28 +17,33 @@ std::uint32_t descending_key(double value) {
   return ~bits;
 }
 
+std::uint32_t position_of(std::uint64_t key) {
+  return static_cast<std::uint32_t>(key);
+}
+
 }  // namespace
 
-void RankOrder::sort(std::vector<std::int32_t>& genes, std::vector<double>& values) {
-  const std::size_t n = genes.size();
-  const bool ascending_genes =
-      std::is_sorted(genes.begin(), genes.end(), [](auto a, auto b) { return a <= b; }) || n < 2;
-  if (n < 64 || !ascending_genes) {  // small rows, or genes not in order: a comparison sort
-    std::vector<std::uint32_t> order(n);
-    std::iota(order.begin(), order.end(), 0u);
-    std::sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-      return before(values[a], genes[a], values[b], genes[b]);
-    });
-    genes_out_.resize(n);
-    values_out_.resize(n);
-    for (std::size_t i = 0; i < n; ++i) {
-      genes_out_[i] = genes[order[i]];
-      values_out_[i] = values[order[i]];
-    }
-    genes.swap(genes_out_);
-    values.swap(values_out_);
-    return;
+const std::vector<std::uint32_t>& RankOrder::order(const std::int32_t* genes, const double* values,
+                                                   std::size_t n) {
+  bool ascending_genes = true;
+  for (std::size_t i = 1; i < n && ascending_genes; ++i) ascending_genes = genes[i - 1] < genes[i];
+  if (n < 64 || !ascending_genes) {
+    comparison_order(genes, values, n);  // small rows, or genes not in order
+  } else {
+    radix_order(values, n);
   }
+  return positions_;
+}
+
+void RankOrder::comparison_order(const std::int32_t* genes, const double* values, std::size_t n) {
+  positions_.resize(n);
+  std::iota(positions_.begin(), positions_.end(), 0u);
+  std::sort(positions_.begin(), positions_.end(), [&](std::uint32_t a, std::uint32_t b) {
+    return values[a] != values[b] ? values[a] > values[b] : genes[a] < genes[b];
+  });
+}
+
+void RankOrder::radix_order(const double* values, std::size_t n) {
   // Keys: (descending float key << 32) | position. Positions ascend with genes, and LSD radix
   // passes are stable, so equal floats stay in ascending gene order.
   keys_.resize(n);
@@ -66,38 +67,36 @@ void RankOrder::sort(std::vector<std::int32_t>& genes, std::vector<double>& valu
     for (std::size_t i = 0; i < n; ++i) scratch_[counts[keys_[i] >> shift & 0xff]++] = keys_[i];
     keys_.swap(scratch_);
   }
-  genes_out_.resize(n);
-  values_out_.resize(n);
-  for (std::size_t i = 0; i < n; ++i) {
-    const auto position = static_cast<std::uint32_t>(keys_[i]);
-    genes_out_[i] = genes[position];
-    values_out_[i] = values[position];
-  }
-  // Distinct doubles that rounded to one float: order each such run exactly (stable, so equal
-  // doubles keep ascending genes).
+  // Distinct doubles that rounded to one float: order each such run exactly. The run is in
+  // ascending position order, and the sort is stable, so equal doubles keep ascending genes.
   for (std::size_t begin = 0; begin < n;) {
     std::size_t end = begin + 1;
     bool all_equal = true;
+    const double first = values[position_of(keys_[begin])];
     while (end < n && keys_[end] >> 32 == keys_[begin] >> 32) {
-      all_equal &= values_out_[end] == values_out_[begin];
+      all_equal &= values[position_of(keys_[end])] == first;
       ++end;
     }
     if (!all_equal) {
-      std::vector<std::uint32_t> order(end - begin);
-      std::iota(order.begin(), order.end(), static_cast<std::uint32_t>(begin));
-      std::stable_sort(order.begin(), order.end(), [&](std::uint32_t a, std::uint32_t b) {
-        return values_out_[a] > values_out_[b];
-      });
-      std::vector<std::int32_t> run_genes;
-      std::vector<double> run_values;
-      for (std::uint32_t k : order) {
-        run_genes.push_back(genes_out_[k]);
-        run_values.push_back(values_out_[k]);
-      }
-      std::copy(run_genes.begin(), run_genes.end(), genes_out_.begin() + begin);
-      std::copy(run_values.begin(), run_values.end(), values_out_.begin() + begin);
+      std::stable_sort(keys_.begin() + static_cast<std::ptrdiff_t>(begin),
+                       keys_.begin() + static_cast<std::ptrdiff_t>(end),
+                       [&](std::uint64_t a, std::uint64_t b) {
+                         return values[position_of(a)] > values[position_of(b)];
+                       });
     }
     begin = end;
+  }
+  positions_.resize(n);
+  for (std::size_t i = 0; i < n; ++i) positions_[i] = position_of(keys_[i]);
+}
+
+void RankOrder::sort(std::vector<std::int32_t>& genes, std::vector<double>& values) {
+  const std::vector<std::uint32_t>& positions = order(genes.data(), values.data(), genes.size());
+  genes_out_.resize(genes.size());
+  values_out_.resize(values.size());
+  for (std::size_t i = 0; i < positions.size(); ++i) {
+    genes_out_[i] = genes[positions[i]];
+    values_out_[i] = values[positions[i]];
   }
   genes.swap(genes_out_);
   values.swap(values_out_);

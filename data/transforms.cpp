@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -229,6 +230,24 @@ GeneScaler GeneMoments::scaler() const {
   return scaler;
 }
 
+namespace {
+
+// The first expressed gene of row r whose median cannot divide (rank_value_tokens found one).
+[[noreturn]] void throw_bad_median(const CsrBatch& batch, std::int64_t r,
+                                   const std::vector<double>& gene_medians) {
+  for (std::int64_t i = batch.offsets[r]; i < batch.offsets[r + 1]; ++i) {
+    const double median = gene_medians[batch.genes[i]];
+    if (batch.values[i] > 0 && !(median > 0 && std::isfinite(median))) {
+      throw core::InputError("rank-value tokens: gene " + std::to_string(batch.genes[i]) +
+                             " has median " + std::to_string(median) +
+                             "; gene medians must be positive and finite");
+    }
+  }
+  throw core::InputError("rank-value tokens: a gene median is not positive and finite");
+}
+
+}  // namespace
+
 TokenBatch rank_value_tokens(const CsrBatch& batch, const std::vector<double>& gene_medians,
                              const RankTokenOptions& options) {
   if (options.max_length < 1) {
@@ -247,28 +266,33 @@ TokenBatch rank_value_tokens(const CsrBatch& batch, const std::vector<double>& g
   std::vector<std::int32_t> genes;  // one row's expressed genes and rank values
   std::vector<double> ranks;
   for (std::int64_t r = 0; r < batch.cells(); ++r) {
-    genes.clear();
-    ranks.clear();
-    for (std::int64_t i = batch.offsets[r]; i < batch.offsets[r + 1]; ++i) {
-      const float count = batch.values[i];
-      if (!(count > 0)) continue;
-      const std::int32_t gene = batch.genes[i];
+    const std::int64_t begin = batch.offsets[r];
+    const auto stored = static_cast<std::size_t>(batch.offsets[r + 1] - begin);
+    genes.resize(stored);
+    ranks.resize(stored);
+    // Branch-free: every entry is written, and only those with a positive count are kept.
+    std::size_t expressed = 0;
+    bool bad_median = false;
+    for (std::size_t i = 0; i < stored; ++i) {
+      const float count = batch.values[begin + i];
+      const std::int32_t gene = batch.genes[begin + i];
       const double median = gene_medians[gene];
-      if (!(median > 0) || !std::isfinite(median)) {
-        throw core::InputError("rank-value tokens: gene " + std::to_string(gene) + " has median " +
-                               std::to_string(median) +
-                               "; gene medians must be positive and finite");
-      }
-      genes.push_back(gene);
-      ranks.push_back(double{count} / median);
+      const bool positive = count > 0;
+      bad_median |= positive && !(median > 0 && median <= std::numeric_limits<double>::max());
+      genes[expressed] = gene;
+      ranks[expressed] = double{count} / median;
+      expressed += positive;
     }
-    order.sort(genes, ranks);  // descending rank value, ties by ascending gene id
+    if (bad_median) throw_bad_median(batch, r, gene_medians);
+    const std::vector<std::uint32_t>& ranked = order.order(genes.data(), ranks.data(), expressed);
     const auto keep =
-        static_cast<std::size_t>(std::min<std::int64_t>(options.max_length - 1, genes.size()));
-    out.tokens.push_back(options.cls_token);
-    for (std::size_t k = 0; k < keep; ++k) {
-      out.tokens.push_back(genes[k] + options.gene_token_offset);
-    }
+        static_cast<std::size_t>(std::min<std::int64_t>(options.max_length - 1, expressed));
+    const std::size_t row_start = out.tokens.size();
+    out.tokens.resize(row_start + 1 + keep);
+    std::int32_t* row = out.tokens.data() + row_start;
+    row[0] = options.cls_token;
+    for (std::size_t k = 0; k < keep; ++k)
+      row[k + 1] = genes[ranked[k]] + options.gene_token_offset;
     out.offsets.push_back(static_cast<std::int64_t>(out.tokens.size()));
   }
   return out;

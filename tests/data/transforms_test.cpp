@@ -386,10 +386,56 @@ TEST(RankValueTokens, MatchesSelectionReferenceOnTieHeavyData) {
   EXPECT_GT(truncated_ties, 0);  // some cuts fell inside a tie, so the tie rule was exercised
 }
 
+TEST(RankValueTokens, LongRowsWithStoredZerosMatchSortReference) {
+  // Rows of several hundred expressed genes (the radix path) with explicit zeros stored between
+  // them; medians from a small set of values so that exact ties are common, plus near-equal
+  // medians whose rank values differ only beyond float precision.
+  const int genes = 1500;
+  const Dense counts = random_counts(12, genes, 0.55, 8, 23);
+  std::vector<double> medians(genes);
+  for (int g = 0; g < genes; ++g) {
+    medians[g] = g % 5 == 0 ? 1.0 + 1e-12 * (g % 7) : std::ldexp(1.0, g % 4 - 2) * (1 + g % 3);
+  }
+  const CsrBatch batch = to_csr(counts, /*keep_zeros=*/true);
+  ASSERT_GT(batch.nnz(), static_cast<std::int64_t>(counts.size()) * genes / 2);  // zeros stored
+  for (const std::int64_t max_length : {100, 2048}) {
+    RankTokenOptions options;
+    options.max_length = max_length;
+    const TokenBatch tokens = rank_value_tokens(batch, medians, options);
+    for (std::size_t r = 0; r < counts.size(); ++r) {
+      // The float64 key count / median (the cell's 1e4 / total factor cannot change the order; with
+      // non-power-of-two medians applying it would only add rounding). Ascending (-key, gene).
+      std::vector<std::pair<double, int>> ranked;
+      for (int g = 0; g < genes; ++g) {
+        if (counts[r][g] > 0) ranked.emplace_back(-(counts[r][g] / medians[g]), g);
+      }
+      std::sort(ranked.begin(), ranked.end());
+      std::vector<std::int32_t> expected{25426};
+      for (const auto& entry : ranked) {
+        if (static_cast<std::int64_t>(expected.size()) == max_length) break;
+        expected.push_back(entry.second + 2);
+      }
+      const std::vector<std::int32_t> got(tokens.tokens.begin() + tokens.offsets[r],
+                                          tokens.tokens.begin() + tokens.offsets[r + 1]);
+      EXPECT_EQ(got, expected) << "cell " << r << ", L = " << max_length;
+    }
+  }
+}
+
 TEST(RankValueTokens, RejectsBadMediansAndUnknownGenes) {
   const CsrBatch batch = make_batch({0, 2}, {0, 1}, {1, 1});
   EXPECT_THROW(rank_value_tokens(batch, {1, 0}, RankTokenOptions{}), core::InputError);
   EXPECT_THROW(rank_value_tokens(batch, {1, std::nan("")}, RankTokenOptions{}), core::InputError);
+  try {
+    rank_value_tokens(batch, {1, std::numeric_limits<double>::infinity()}, RankTokenOptions{});
+    FAIL();
+  } catch (const core::InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("gene 1 has median inf"), std::string::npos)
+        << error.what();
+  }
+  // A bad median of a gene stored with count 0 is never divided by: no error.
+  EXPECT_NO_THROW(
+      rank_value_tokens(make_batch({0, 2}, {0, 1}, {1, 0}), {1, 0}, RankTokenOptions{}));
   try {
     rank_value_tokens(batch, {1}, RankTokenOptions{});
     FAIL();
