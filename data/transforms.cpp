@@ -232,12 +232,17 @@ GeneScaler GeneMoments::scaler() const {
 
 namespace {
 
+// A median a count can be divided by: positive and finite (NaN fails both comparisons).
+bool usable_median(double median) {
+  return median > 0 && median <= std::numeric_limits<double>::max();
+}
+
 // The first expressed gene of row r whose median cannot divide (rank_value_tokens found one).
 [[noreturn]] void throw_bad_median(const CsrBatch& batch, std::int64_t r,
                                    const std::vector<double>& gene_medians) {
   for (std::int64_t i = batch.offsets[r]; i < batch.offsets[r + 1]; ++i) {
     const double median = gene_medians[batch.genes[i]];
-    if (batch.values[i] > 0 && !(median > 0 && std::isfinite(median))) {
+    if (batch.values[i] > 0 && !usable_median(median)) {
       throw core::InputError("rank-value tokens: gene " + std::to_string(batch.genes[i]) +
                              " has median " + std::to_string(median) +
                              "; gene medians must be positive and finite");
@@ -278,7 +283,7 @@ TokenBatch rank_value_tokens(const CsrBatch& batch, const std::vector<double>& g
       const std::int32_t gene = batch.genes[begin + i];
       const double median = gene_medians[gene];
       const bool positive = count > 0;
-      bad_median |= positive && !(median > 0 && median <= std::numeric_limits<double>::max());
+      bad_median |= positive && !usable_median(median);
       genes[expressed] = gene;
       ranks[expressed] = double{count} / median;
       expressed += positive;
