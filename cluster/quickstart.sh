@@ -2,14 +2,16 @@
 # The README's first command: installs the Debian dependencies, builds, and runs the main job on
 # its embedded default data with 2 MPI ranks: `cellfm synth` writes a synthetic CELLxGENE-like
 # corpus (both ranks writing files), `cellfm check` validates experiments/quickstart.yaml on both
-# ranks, `cellfm prep stats` computes the per-gene statistics of the training split (one parallel
-# pass), `cellfm train` trains a small Exceiver on 2 ranks (progress lines, then a summary line),
-# and `cellfm embed` writes a copy of one corpus file with the cell embeddings in obsm.
+# ranks, `cellfm train` trains a small Exceiver on 2 ranks (it computes the training split's
+# per-gene statistics in one parallel pass first; progress lines with the held-out metrics beside
+# their baselines, then a summary line), and `cellfm embed` writes a copy of one corpus file with
+# the cell embeddings in obsm (the weights file alone carries the model, its genes and statistics).
+# Only the cellfm target is built here; cluster/test.sh builds the test suites.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cluster/install-deps.sh
-cluster/build.sh
+CELLFM_BUILD_TARGETS=cellfm cluster/build.sh
 
 mpi=(mpirun -n 2 --oversubscribe)
 [[ $(id -u) -eq 0 ]] && mpi+=(--allow-run-as-root)
@@ -21,9 +23,8 @@ if [[ ! -f $corpus/manifest.yaml ]]; then
 fi
 echo "quickstart: ${mpi[*]} build/cellfm check experiments/quickstart.yaml"
 "${mpi[@]}" build/cellfm check experiments/quickstart.yaml
-"${mpi[@]}" build/cellfm prep stats experiments/quickstart.yaml
 "${mpi[@]}" build/cellfm train experiments/quickstart.yaml
 corpus_files=("$corpus"/*.h5ad)
 first_file=${corpus_files[0]}
-"${mpi[@]}" build/cellfm embed experiments/quickstart.yaml --weights runs/quickstart/weights.safetensors \
+"${mpi[@]}" build/cellfm embed --weights runs/quickstart/weights.safetensors \
   --input "$first_file" --output runs/quickstart/embedded.h5ad

@@ -8,7 +8,8 @@
 namespace cellfm::core {
 
 bool RunOptions::operator==(const RunOptions& o) const {
-  return name == o.name && dir == o.dir && seed == o.seed && max_steps == o.max_steps;
+  return name == o.name && dir == o.dir && seed == o.seed && max_steps == o.max_steps &&
+         device == o.device;
 }
 bool DataOptions::operator==(const DataOptions& o) const {
   return files == o.files && batch_cells == o.batch_cells && matrix == o.matrix &&
@@ -28,7 +29,8 @@ bool ModelOptions::operator==(const ModelOptions& o) const {
 bool OptimizerOptions::operator==(const OptimizerOptions& o) const {
   return name == o.name && learning_rate == o.learning_rate && weight_decay == o.weight_decay &&
          beta1 == o.beta1 && beta2 == o.beta2 && eps == o.eps && max_grad_norm == o.max_grad_norm &&
-         accumulation_steps == o.accumulation_steps;
+         accumulation_steps == o.accumulation_steps && no_decay == o.no_decay &&
+         lr_scale == o.lr_scale;
 }
 bool ScheduleOptions::operator==(const ScheduleOptions& o) const {
   return name == o.name && warmup_steps == o.warmup_steps &&
@@ -64,6 +66,11 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema.add("run.dir", &o.run.dir, "the run directory; default: runs/<run.name>");
   schema.add("run.seed", &o.run.seed, "the seed every random stream derives from").at_least(0);
   schema.add("run.max_steps", &o.run.max_steps, "optimizer steps to train").at_least(1);
+  schema
+      .add("run.device", &o.run.device,
+           "where the model runs: auto (a CUDA GPU when one is visible, else the CPU), cpu, cuda "
+           "(one GPU per rank, by the rank's position on its node)")
+      .choices({"auto", "cpu", "cuda"});
 
   schema.add("data.files", &o.data.files, "the .h5ad files and globs of the corpus").required();
   schema.add("data.batch_cells", &o.data.batch_cells, "cells per batch on each data-parallel rank")
@@ -147,6 +154,11 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
            "micro-batches per optimizer step (gradients synchronised on the last)")
       .at_least(1)
       .at_most(1 << 16);
+  schema.add("optimizer.no_decay", &o.optimizer.no_decay,
+             "parameter groups trained without weight decay (weights, biases, norms, "
+             "embeddings); []: decay everything, as the reference Exceiver");
+  schema.add("optimizer.lr_scale", &o.optimizer.lr_scale,
+             "learning-rate multiplier per parameter group, e.g. {embeddings: 0.1}");
 
   schema.add("schedule.name", &o.schedule.name, "the decay after warmup")
       .choices({"constant", "linear", "cosine"});
@@ -249,6 +261,8 @@ LoadedExperiment load_experiment(const std::string& spec_path,
   }
   loaded.resolved_yaml = schema.to_yaml();
   loaded.table = schema.to_table();
+  loaded.given = schema.given_values();
+  loaded.values = schema.all_values();
   return loaded;
 }
 

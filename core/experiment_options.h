@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@ struct RunOptions {
   std::string dir;   ///< default: runs/<name>
   std::int64_t seed = 0;
   std::int64_t max_steps = 1000;
+  std::string device = "auto";  ///< auto | cpu | cuda
   bool operator==(const RunOptions&) const;
 };
 
@@ -61,6 +63,10 @@ struct OptimizerOptions {
   double eps = 1e-8;
   double max_grad_norm = 0;             ///< clip the global gradient norm to this; 0: no clipping
   std::int64_t accumulation_steps = 1;  ///< micro-batches per optimizer step
+  /// Parameter groups without weight decay (of weights, biases, norms, embeddings), as Hugging
+  /// Face and Megatron train; [] decays everything (the reference Exceiver).
+  std::vector<std::string> no_decay = {"biases", "norms", "embeddings"};
+  NamedValues lr_scale;  ///< group -> learning-rate multiplier (default 1)
   bool operator==(const OptimizerOptions&) const;
 };
 
@@ -135,6 +141,9 @@ struct LoadedExperiment {
   ExperimentOptions options;
   std::string resolved_yaml;  ///< reloads to `options` exactly
   std::string table;          ///< key / value / source, aligned
+  /// Keys the spec files or --set gave (not defaults or derived) -> their value as one line of
+  /// flow YAML; every key's value in `values`.
+  std::map<std::string, std::string> given, values;
 };
 
 /// Registers fields beside the core sections (a model family's `model.<family>` section), bound

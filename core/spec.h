@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <utility>
@@ -91,6 +92,11 @@ class SpecSchema {
   /// back and filling a fresh schema reproduces the same values exactly (doubles round-trip).
   std::string to_yaml() const;
 
+  /// The fields given by the spec files or --set (not defaults, not derived): key -> the value
+  /// as one line of YAML (flow style), comparable with given_values() of another spec.
+  std::map<std::string, std::string> given_values() const;
+  /// The value of every field as one line of YAML (flow style), by key.
+  std::map<std::string, std::string> all_values() const;
   /// An aligned three-column table: key, value, and where the value came from.
   std::string to_table() const;
 

@@ -516,6 +516,34 @@ void SpecSchema::mark_derived(const std::string& key, const std::string& how) {
   CELLFM_CHECK(false, "mark_derived: no spec key " + key);
 }
 
+namespace {
+
+std::string flow_yaml(const YAML::Node& node) {
+  YAML::Emitter out;
+  out.SetMapFormat(YAML::Flow);
+  out.SetSeqFormat(YAML::Flow);
+  out << node;
+  return out.c_str();
+}
+
+}  // namespace
+
+std::map<std::string, std::string> SpecSchema::given_values() const {
+  std::map<std::string, std::string> out;
+  for (const auto& field : fields_) {
+    const std::string& origin = field->source.origin;
+    if (origin == "default" || origin.rfind("derived", 0) == 0) continue;
+    out[field->key()] = flow_yaml(field->to_yaml_node());
+  }
+  return out;
+}
+
+std::map<std::string, std::string> SpecSchema::all_values() const {
+  std::map<std::string, std::string> out;
+  for (const auto& field : fields_) out[field->key()] = flow_yaml(field->to_yaml_node());
+  return out;
+}
+
 std::string SpecSchema::to_yaml() const {
   YAML::Node root(YAML::NodeType::Map);
   for (const auto& field : fields_) {

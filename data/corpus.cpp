@@ -339,7 +339,9 @@ Corpus::Corpus(const CorpusOptions& options, const parallel::Comm& comm)
       s.records[i].info.path = paths[i];
       s.scan(i, held_out, label_names, group_names);
     }
-    if (options.vocabulary_file.empty()) {
+    if (!options.vocabulary_genes.empty()) {
+      s.vocabulary = GeneVocabulary::in_order(options.vocabulary_genes, "the model's genes");
+    } else if (options.vocabulary_file.empty()) {
       std::vector<std::string> all;
       for (const FileRecord& record : s.records) {
         all.insert(all.end(), record.gene_ids.begin(), record.gene_ids.end());

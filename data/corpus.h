@@ -35,6 +35,9 @@ struct CorpusOptions {
   std::string spatial_obsm;
   std::vector<std::string> spatial_columns;  ///< empty or {x, y}
   std::string vocabulary_file;               ///< empty: the sorted union of the files' genes
+  /// The vocabulary in row order (a trained model's genes, from its weights); takes precedence
+  /// over vocabulary_file when not empty.
+  std::vector<std::string> vocabulary_genes;
   std::string gene_column;                   ///< empty: the var index
   std::string gene_map_file;
   int max_open_files = 8;  ///< files kept open for reading (least recently used closed)

@@ -70,6 +70,20 @@ GeneVocabulary GeneVocabulary::from_file(const std::string& path) {
   return vocabulary;
 }
 
+GeneVocabulary GeneVocabulary::in_order(const std::vector<std::string>& genes,
+                                        const std::string& source) {
+  GeneVocabulary vocabulary;
+  for (const std::string& gene : genes) {
+    const auto id = static_cast<std::int32_t>(vocabulary.genes_.size());
+    if (!vocabulary.index_.emplace(gene, id).second) {
+      throw core::InputError(source + ": gene " + gene + " is listed twice");
+    }
+    vocabulary.genes_.push_back(gene);
+  }
+  if (vocabulary.genes_.empty()) throw core::InputError(source + ": the vocabulary is empty");
+  return vocabulary;
+}
+
 GeneVocabulary GeneVocabulary::from_genes(const std::vector<std::string>& genes) {
   GeneVocabulary vocabulary;
   vocabulary.genes_ = genes;

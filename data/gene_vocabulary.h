@@ -25,6 +25,9 @@ class GeneVocabulary {
   /// One gene id per line (version suffixes stripped); blank lines and '#' comments skipped.
   /// Throws InputError naming the file (and the line of a duplicate).
   static GeneVocabulary from_file(const std::string& path);
+  /// `genes` in the order given (a model's rows, e.g. from its weights). Throws InputError
+  /// naming `source` for a gene listed twice or an empty list.
+  static GeneVocabulary in_order(const std::vector<std::string>& genes, const std::string& source);
   /// The sorted union of the given gene ids (already normalised).
   static GeneVocabulary from_genes(const std::vector<std::string>& genes);
 

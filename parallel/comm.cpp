@@ -166,4 +166,14 @@ int Comm::node_size() const {
   return size;
 }
 
+int Comm::node_rank() const {
+  MPI_Comm node = MPI_COMM_NULL;
+  CELLFM_MPI_CHECK(
+      MPI_Comm_split_type(handle_->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int rank = 0;
+  CELLFM_MPI_CHECK(MPI_Comm_rank(node, &rank));
+  CELLFM_MPI_CHECK(MPI_Comm_free(&node));
+  return rank;
+}
+
 }  // namespace cellfm::parallel

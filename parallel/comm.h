@@ -42,6 +42,8 @@ class Comm {
   Comm split(int color, int key) const;
   /// The ranks of this communicator on this rank's node (shared memory); collective.
   int node_size() const;
+  /// This rank's position among them (0 .. node_size() - 1): the GPU it takes; collective.
+  int node_rank() const;
 
   const Handle& handle() const { return *handle_; }
 

@@ -21,6 +21,7 @@
 #include "data/loader.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
+#include "trainers/family/family_builder.h"
 #include "trainers/model_family.h"
 
 namespace cellfm::trainers {
@@ -176,7 +177,13 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
                                                  : std::vector<std::string>{};
 
   core::LoadedExperiment experiment;
-  parallel::run_agreed(world, [&] { experiment = load_training_spec(spec, overrides).experiment; });
+  parallel::run_agreed(world, [&] {
+    const TrainingSpec training_spec = load_training_spec(spec, overrides);
+    experiment = training_spec.experiment;
+    // What the family needs from the data (labels, coordinates, batch shape), as train refuses it.
+    const ModelFamilyEntry& family = model_family(experiment.options.model.family);
+    check_family_needs(family.needs(training_spec.selected()), experiment.options, spec, true);
+  });
   const core::ExperimentOptions& o = experiment.options;
   if (!context.log_level_from_user) {
     core::LogOptions log = core::logging_options();

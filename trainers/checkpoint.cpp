@@ -24,6 +24,7 @@ namespace {
 
 constexpr char kFormat[] = "cellfm-checkpoint-1";
 constexpr char kPrefix[] = "step_";
+constexpr char kFamilyStateFile[] = "family_state.safetensors";
 
 std::string sharded_file(const std::string& prefix, int tp_rank, int tp_size) {
   return prefix + ".tp" + std::to_string(tp_rank) + "-of-" + std::to_string(tp_size) +
@@ -81,6 +82,9 @@ void commit(const fs::path& dir, const fs::path& temporary, const CheckpointPart
             int world_size) {
   for (const auto& [name, text] : part.text_files) {
     core::write_file_atomically((temporary / name).string(), text);
+  }
+  if (part.family_state) {
+    write_family_state_file((temporary / kFamilyStateFile).string(), *part.family_state);
   }
   std::vector<std::string> names;
   for (const auto& entry : fs::directory_iterator(temporary)) {
@@ -256,6 +260,9 @@ CheckpointInfo read_checkpoint_info(const std::string& dir) {
   std::istringstream genes(read_text(root / "vocabulary.txt"));
   for (std::string gene; std::getline(genes, gene);) {
     if (!gene.empty()) info.vocabulary.push_back(gene);
+  }
+  if (fs::exists(root / kFamilyStateFile)) {
+    info.family_state = read_family_state_file((root / kFamilyStateFile).string());
   }
   return info;
 }

@@ -10,6 +10,7 @@
 //     rng.rank<r>.safetensors             every rank's random generator state
 //     trainer_state.json                  step, sampler state, counters (trainers/trainer.cpp)
 //     spec.yaml, vocabulary.txt           the resolved spec and the model's genes
+//     family_state.safetensors            the family's state (trainers/family/family_state.h)
 //     manifest.json                       every other file's name, size and SHA-256; written last
 //   latest                                the newest committed directory's name (a hint for
 //                                         people and scripts; resume scans the directories)
@@ -55,6 +56,8 @@ struct CheckpointPart {
   torch::Tensor rng_state;  ///< uint8, every rank
   /// Rank 0 only: small files by name (trainer_state.json, spec.yaml, vocabulary.txt).
   std::map<std::string, std::string> text_files;
+  /// Rank 0 only: the model family's state, written as family_state.safetensors.
+  std::optional<FamilyState> family_state;
 };
 
 struct RetentionOptions {
@@ -91,6 +94,8 @@ struct CheckpointInfo {
   std::string trainer_state;  ///< trainer_state.json's text
   std::string spec_yaml;
   std::vector<std::string> vocabulary;
+  /// family_state.safetensors; nullopt for checkpoints written before it existed.
+  std::optional<FamilyState> family_state;
 };
 
 /// Reads the small files of a verified checkpoint. Throws InputError naming the file.

@@ -1,7 +1,6 @@
 // `cellfm embed SPEC --weights W --input in.h5ad --output out.h5ad`: inference over any h5ad the
 // reader accepts, each data-parallel rank streaming its share of cells, writing a copy of the
 // input with the cell embeddings in obsm (and a classifier's predictions in obs).
-#include <filesystem>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -10,19 +9,22 @@
 #include "parallel/agreement.h"
 #include "parallel/rank_grid.h"
 #include "trainers/cli_command.h"
+#include "trainers/family/family_builder.h"
+#include "trainers/family/weights_spec.h"
 #include "trainers/model_family.h"
 #include "trainers/weights_file.h"
 
 namespace cellfm::trainers {
 
 namespace po = boost::program_options;
-namespace fs = std::filesystem;
 
 int run_embed_command(const std::vector<std::string>& args, CliContext& context) {
   const parallel::Comm& world = context.world;
   po::options_description options;
-  options.add_options()("spec", po::value<std::string>()->required(), "the experiment spec")(
-      "weights", po::value<std::string>()->required(), "a .safetensors written by cellfm train")(
+  options.add_options()("spec", po::value<std::string>(),
+                        "an experiment spec (default: the one the weights were trained with)")(
+      "weights", po::value<std::string>()->required(),
+      "a .safetensors written by cellfm train or export")(
       "input", po::value<std::string>()->required(), "the .h5ad to embed")(
       "output", po::value<std::string>()->required(), "the .h5ad to write (a copy plus obsm)")(
       "set", po::value<std::vector<std::string>>()->composing(), "override a spec key")(
@@ -33,14 +35,15 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   positional.add("spec", 1);
   const auto values = parse_command_options(
       "embed",
-      "cellfm embed SPEC --weights W --input in.h5ad --output out.h5ad [--set KEY=VALUE]... "
+      "cellfm embed [SPEC] --weights W --input in.h5ad --output out.h5ad [--set KEY=VALUE]... "
       "[--batch-cells N] [--label-column NAME]\n"
       "Writes out.h5ad: in.h5ad plus obsm/X_<family> [cells, embedding] (and, for a classifier, "
-      "the predicted labels in obs). The vocabulary is data.vocabulary, else run.dir/"
-      "vocabulary.txt written by `cellfm train`.",
+      "the predicted labels in obs). The weights carry the model's options, genes and "
+      "statistics; SPEC (default: the spec the weights were trained with) may set the data and "
+      "run keys, and a model.* key that contradicts the weights is an error.",
       options, positional, args, world);
   if (!values) return 0;
-  const std::string spec_path = (*values)["spec"].as<std::string>();
+  const std::string spec_path = values->count("spec") ? (*values)["spec"].as<std::string>() : "";
   const std::string weights_path = (*values)["weights"].as<std::string>();
   const std::string input = (*values)["input"].as<std::string>();
   const std::string output = (*values)["output"].as<std::string>();
@@ -53,26 +56,13 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
                                               : std::vector<std::string>{};
 
   TrainingSpec spec;
-  core::SafetensorsContent weights;
-  std::string vocabulary;
+  WeightsFile weights;
   parallel::run_agreed(world, [&] {
-    spec = load_training_spec(spec_path, overrides);
-    const core::ExperimentOptions& o = spec.experiment.options;
-    vocabulary = !o.data.vocabulary.empty() ? o.data.vocabulary
-                                            : (fs::path(o.run.dir) / "vocabulary.txt").string();
-    if (!fs::exists(vocabulary)) {
-      throw core::UsageError("cellfm embed: the model's gene vocabulary " + vocabulary +
-                             " does not exist; set data.vocabulary or train into run.dir first");
-    }
-    weights = core::read_safetensors(weights_path);
-    const auto family = weights.metadata.find("family");
-    if (family != weights.metadata.end() && family->second != o.model.family) {
-      throw core::UsageError(weights_path + " holds a '" + family->second +
-                             "' model but the spec's model.family is '" + o.model.family + "'");
-    }
+    weights = read_weights_file(weights_path);
+    spec = spec_for_weights(spec_path, overrides, weights.spec_yaml, weights_path);
   });
   const core::ExperimentOptions& o = spec.experiment.options;
-  const std::vector<std::string> labels = weights_file_labels(weights, weights_path);
+  const FamilyNeeds needs = model_family(o.model.family).needs(spec.selected());
 
   const parallel::RankGrid grid =
       parallel::RankGrid::create(world, static_cast<int>(o.parallel.tensor_parallel));
@@ -88,20 +78,16 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   corpus_options.group_column.clear();
   corpus_options.spatial_obsm.clear();
   corpus_options.spatial_columns.clear();
-  corpus_options.vocabulary_file = vocabulary;
+  corpus_options.vocabulary_file.clear();
+  corpus_options.vocabulary_genes = weights.state.genes;
   corpus_options.keep_empty_cells = true;
   const data::Corpus corpus(corpus_options, world);
 
   parallel::CommunicatorOptions comm_options;
   comm_options.name = "tensor-parallel";
-  const auto tp = parallel::Communicator::create(grid.tensor_parallel, torch::kCPU, comm_options);
-  const FamilyContext family_context{o,  spec.selected(), corpus.vocabulary().genes(), labels, grid,
-                                     tp, torch::kCPU};
-  std::unique_ptr<ModelFamily> family;
-  parallel::run_agreed(world, [&] {
-    family = model_family(o.model.family).create(family_context);
-    family->load_full_state_dict(weights.tensors);
-  });
+  BuiltFamily built = build_family(spec, world, grid, &weights.state, nullptr, comm_options);
+  std::unique_ptr<ModelFamily>& family = built.family;
+  parallel::run_agreed(world, [&] { family->load_full_state_dict(weights.weights); });
   weights = {};
 
   data::EmbeddingOutputOptions output_options;
@@ -133,6 +119,7 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
     for (std::int64_t at = begin; at < end; at += batch_cells) {
       data::LoadedBatch batch;
       batch.data = corpus.read(at, std::min(end, at + batch_cells));
+      if (needs.raw_counts) check_raw_counts(batch.data.cells, corpus);
       const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
       const torch::Tensor embedding = out.embedding.contiguous();
       std::vector<std::int32_t> codes;

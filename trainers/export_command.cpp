@@ -11,6 +11,7 @@
 #include "parallel/agreement.h"
 #include "parallel/rank_grid.h"
 #include "trainers/checkpoint.h"
+#include "trainers/family/family_builder.h"
 #include "trainers/cli_command.h"
 #include "trainers/trainer_state.h"
 #include "trainers/weights_file.h"
@@ -81,23 +82,29 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
     info = read_checkpoint_info(dir);
     state =
         parse_trainer_state(info.trainer_state, (fs::path(dir) / "trainer_state.json").string());
-    // The model is rebuilt whole on each process: one tensor-parallel rank.
     spec =
-        load_training_spec((fs::path(dir) / "spec.yaml").string(), {"parallel.tensor_parallel=1"});
+        load_training_spec((fs::path(dir) / "spec.yaml").string(), {"parallel.tensor_parallel=1", "run.device=cpu"});
   });
   const core::ExperimentOptions& o = spec.experiment.options;
+  parallel::run_agreed(world, [&] {
+    if (!info.family_state) {
+      throw core::InputError("cellfm export: " + dir +
+                             " has no family_state.safetensors (written by an older cellfm); "
+                             "resume it with this version and checkpoint again");
+    }
+  });
+  // The model is rebuilt whole on each process: one tensor-parallel rank of its own.
   const parallel::Comm self = parallel::Comm::self();
   const parallel::RankGrid grid = parallel::RankGrid::create(self, 1);
-  const auto tp = parallel::Communicator::create(grid.tensor_parallel, torch::kCPU);
-  const FamilyContext family_context{o,  spec.selected(), info.vocabulary, state.labels, grid,
-                                     tp, torch::kCPU};
+  BuiltFamily built = build_family(spec, self, grid, &*info.family_state, nullptr);
   parallel::run_agreed(world, [&] {
-    const std::unique_ptr<ModelFamily> family = model_family(o.model.family).create(family_context);
+    const std::unique_ptr<ModelFamily>& family = built.family;
     load_model_parameters(info, family->parameters(), 0, 1);
     const core::NamedTensors weights = family->full_state_dict();
     if (world.rank() != 0) return;
     const std::vector<std::string> labels = family->predicted_label_names();
-    write_weights_file(output, weights, o.model.family, info.step, info.spec_yaml, labels);
+    write_weights_file(output, weights, o.model.family, info.step, info.spec_yaml,
+                       family->state());
     json shapes = json::object();
     for (const auto& [name, tensor] : weights) shapes[name] = tensor.sizes().vec();
     const YAML::Node resolved = YAML::Load(info.spec_yaml);

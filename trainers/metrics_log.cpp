@@ -91,6 +91,28 @@ double resident_memory_mb() {
   return 0;
 }
 
+std::string baseline_comparison(const Fields& eval) {
+  const auto find = [&](const std::string& name) -> const double* {
+    for (const auto& field : eval) {
+      if (field.first == name) return &field.second;
+    }
+    return nullptr;
+  };
+  std::ostringstream out;
+  out << std::fixed << std::setprecision(3);
+  const double* ev = find("eval_explained_variance");
+  const double* gene_mean = find("eval_gene_mean_explained_variance");
+  if (ev != nullptr && gene_mean != nullptr) {
+    out << ", explained variance " << *ev << " (per-gene mean " << *gene_mean << ")";
+  }
+  const double* knn = find("eval_knn_accuracy");
+  const double* pca = find("eval_pca_knn_accuracy");
+  if (knn != nullptr && pca != nullptr) {
+    out << ", 15-NN label accuracy " << *knn << " (PCA " << *pca << ")";
+  }
+  return out.str();
+}
+
 std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fields& fields,
                             double eta_seconds, double checkpoint_in_seconds) {
   std::ostringstream out;
@@ -103,7 +125,8 @@ std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fie
       out << " | lr " << std::scientific << std::setprecision(2) << value << std::defaultfloat;
     } else if (name == "cells_per_s") {
       out << " | " << data::with_thousands(static_cast<std::int64_t>(value)) << " cells/s";
-    } else if (name == "elapsed_s" || name == "cells" || name == "memory_mb") {
+    } else if (name == "elapsed_s" || name == "cells" || name == "memory_mb" ||
+               name == "eval_knn_cells") {
       continue;
     } else {
       out << (name == "loss" || name == "grad_norm" || name.rfind("eval_", 0) == 0 ? " | " : " ")

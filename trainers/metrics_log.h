@@ -38,6 +38,11 @@ std::string format_duration(double seconds);
 /// "step 120/200 | epoch 0 | loss 0.8123 mse 0.8123 | lr 3.00e-04 | grad_norm 1.234 |
 ///  1,234 cells/s | ETA 1:12 | checkpoint in 0:40" from the fields of one interval; the
 /// checkpoint part only when `checkpoint_in_seconds` >= 0.
+/// The summary line's comparison of the model with its baselines, from an evaluation's metrics:
+/// ", explained variance 0.71 (per-gene mean 0.66), 15-NN label accuracy 0.93 (PCA 0.99)"; the
+/// parts whose metrics are absent are left out ("" when none is present).
+std::string baseline_comparison(const Fields& eval);
+
 std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fields& fields,
                             double eta_seconds, double checkpoint_in_seconds = -1);
 

@@ -20,6 +20,7 @@
 #include "data/loader.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_grid.h"
+#include "trainers/family/family_state.h"
 
 namespace cellfm::trainers {
 
@@ -34,16 +35,22 @@ class FamilyOptions {
 /// choices at every evaluation, so evaluations compare), or inference (nothing masked).
 enum class CollateMode { train, eval, inference };
 
-/// What a family is built from.
+/// What a family is built from (trainers/family/family_builder.h makes it).
 struct FamilyContext {
   const core::ExperimentOptions& options;
   const FamilyOptions& family_options;
-  /// The vocabulary (gene order of the model) and, for training, the label names of the corpus.
-  std::vector<std::string> genes;
-  std::vector<std::string> labels;
   const parallel::RankGrid& grid;
   std::shared_ptr<parallel::Communicator> tensor_parallel;  ///< over grid.tensor_parallel
-  torch::Device device = torch::kCPU;
+  torch::Device device = torch::kCPU;  ///< where the model's parameters live
+};
+
+/// What a family needs from the data. `train`, `embed`, `check` and `bench` honour it and refuse
+/// a spec or file that cannot provide it, naming the key or file.
+struct FamilyNeeds {
+  data::BatchShape batch_shape = data::BatchShape::cells;  ///< cells, or whole groups (samples)
+  bool raw_counts = false;   ///< the matrix must hold counts (non-negative integers)
+  bool labels = false;       ///< training needs data.label_column
+  bool coordinates = false;  ///< needs data.spatial_obsm or data.spatial_columns
 };
 
 /// A parameter of this rank: its full-model name, and whether tensor-parallel ranks hold
@@ -55,6 +62,8 @@ struct ParameterInfo {
   torch::Tensor tensor;
   bool sharded = false;
   std::int64_t shard_dim = -1;
+  /// The optimiser group (trainers/parameter_groups.h): weights, biases, norms or embeddings.
+  std::string group = "weights";
 };
 
 /// One training forward pass on this rank's batch.
@@ -63,6 +72,22 @@ struct ForwardOutput {
   /// Named scalars for the progress line and metrics.jsonl (loss terms and training metrics),
   /// each a mean over this rank's batch.
   std::vector<std::pair<std::string, double>> terms;
+};
+
+/// What one held-out batch gives the runtime's evaluation.
+struct EvaluationOutput {
+  /// The family's additive statistics, the same length on every rank, summed over batches and
+  /// data-parallel ranks by the runtime and turned into metrics by evaluation_metrics().
+  std::vector<double> sums;
+  /// Reconstructed entries, scored beside the per-gene-mean predictor: [N] int64 vocabulary ids,
+  /// [N] targets and [N] predictions (undefined when the family reconstructs no values).
+  torch::Tensor reconstructed_genes, targets, predictions;
+  /// The cell embeddings of the batch [cells, dim] (as `cellfm embed` writes them), scored by
+  /// k-nearest-neighbour label accuracy beside PCA of the same cells' expression; undefined
+  /// when the family embeds no cells.
+  torch::Tensor embedding;
+  /// [cells] corpus ordinals of the embedding's rows (a family may drop cells of a batch).
+  std::vector<std::int64_t> embedded_cells;
 };
 
 /// Inference on a batch.
@@ -74,6 +99,9 @@ struct InferenceOutput {
 class ModelFamily {
  public:
   virtual ~ModelFamily() = default;
+
+  /// The non-parameter state the family was built with (saved beside its weights).
+  virtual const FamilyState& state() const = 0;
 
   /// One line: the architecture and its parameter count (full model).
   virtual std::string describe() const = 0;
@@ -90,9 +118,9 @@ class ModelFamily {
   /// Training forward (module in training mode).
   virtual ForwardOutput forward(const std::any& collated) = 0;
 
-  /// Held-out evaluation of one collated batch (no gradients): additive statistics, the same
-  /// length on every rank, summed over batches and data-parallel ranks by the loop.
-  virtual std::vector<double> evaluation_sums(const std::any& collated) = 0;
+  /// Held-out evaluation of one collated batch (no gradients): the family's additive statistics
+  /// plus what the runtime scores beside its baselines (trainers/evaluation/).
+  virtual EvaluationOutput evaluate(const std::any& collated) = 0;
   /// The metrics of summed evaluation statistics; the first is "eval_loss".
   virtual std::vector<std::pair<std::string, double>> evaluation_metrics(
       const std::vector<double>& sums) const = 0;
@@ -113,10 +141,20 @@ class ModelFamily {
   virtual void load_full_state_dict(const core::NamedTensors& tensors) = 0;
 };
 
+/// A registered family: one line in trainers/model_families.cpp.
 struct ModelFamilyEntry {
   std::string name;
   std::function<std::unique_ptr<FamilyOptions>()> make_options;
-  std::function<std::unique_ptr<ModelFamily>(const FamilyContext&)> create;
+  std::function<FamilyNeeds(const FamilyOptions&)> needs;
+  /// The state of a fresh model from its training corpus: the vocabulary, label names and
+  /// whatever statistics the family needs (a parallel pass over `training` where it must compute
+  /// them; collective over `world`, errors agreed).
+  std::function<FamilyState(const FamilyContext&, const data::Corpus& training,
+                            const parallel::Comm& world)>
+      prepare;
+  /// The model from a state (prepared, or read from weights or a checkpoint), initialised from
+  /// run.seed, on context.device.
+  std::function<std::unique_ptr<ModelFamily>(const FamilyContext&, const FamilyState&)> create;
 };
 
 /// Every registered family.

@@ -13,6 +13,7 @@
 #include "core/experiment_options.h"
 #include "data/corpus.h"
 #include "data/csr_convert.h"
+#include "data/corpus_gene_stats.h"
 #include "data/gene_stats.h"
 #include "parallel/agreement.h"
 #include "trainers/cli_command.h"
@@ -95,22 +96,7 @@ int run_stats(const std::vector<std::string>& args, CliContext& context) {
   const data::Corpus corpus(data::corpus_options(o.data, static_cast<std::uint64_t>(o.run.seed),
                                                  data::CorpusSplit::train),
                             world);
-  const std::int64_t genes = corpus.vocabulary().size();
-  const std::int64_t cells = corpus.cells();
-  const std::int64_t begin = cells * world.rank() / world.size();
-  const std::int64_t end = cells * (world.rank() + 1) / world.size();
-  data::GeneStatsAccumulator accumulator(genes);
-  parallel::run_agreed(world, [&] {
-    if (cells == 0) {
-      throw core::InputError(spec + ": the corpus has no training cells (check data.files, " +
-                             "data.filters and data.validation)");
-    }
-    for (std::int64_t at = begin; at < end; at += block_cells) {
-      accumulator.add(corpus.read(at, std::min(end, at + block_cells)).cells);
-    }
-  });
-  accumulator.allreduce(world);
-  const data::GeneStats stats = accumulator.result(corpus.vocabulary().genes());
+  const data::GeneStats stats = data::compute_gene_stats(corpus, world, spec, block_cells);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 
@@ -125,7 +111,7 @@ int run_stats(const std::vector<std::string>& args, CliContext& context) {
   for (std::int64_t n : stats.nonzero_cells) never += n == 0;
   std::ostringstream out;
   out << "gene statistics of " << data::with_thousands(stats.cells) << " training cells x "
-      << data::with_thousands(genes) << " genes (" << corpus.files().size() << " files) in "
+      << data::with_thousands(stats.size()) << " genes (" << corpus.files().size() << " files) in "
       << fixed(seconds, 2) << " s: "
       << data::with_thousands(
              static_cast<std::int64_t>(static_cast<double>(stats.cells) / std::max(seconds, 1e-9)))

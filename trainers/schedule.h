@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/experiment_options.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers {
 
@@ -21,11 +22,17 @@ double learning_rate_at(const core::OptimizerOptions& optimizer,
                         const core::ScheduleOptions& schedule, std::int64_t step,
                         std::int64_t max_steps);
 
-/// Adam or AdamW over `parameters` with the spec's betas, eps and weight decay.
+/// Adam or AdamW over `parameters` with the spec's betas and eps: one optimiser parameter group
+/// per group of parameter_group_names() that has parameters, in that order, with weight decay 0
+/// for the groups in optimizer.no_decay. `lr_scales` receives each group's optimizer.lr_scale.
+/// Throws UsageError naming optimizer.no_decay / optimizer.lr_scale for an unknown group or a
+/// scale that is not a positive number.
 std::unique_ptr<torch::optim::Optimizer> make_optimizer(const core::OptimizerOptions& optimizer,
-                                                        std::vector<torch::Tensor> parameters);
+                                                        const std::vector<ParameterInfo>& parameters,
+                                                        std::vector<double>& lr_scales);
 
-/// Sets every parameter group's learning rate.
-void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate);
+/// Sets parameter group g's learning rate to learning_rate x lr_scales[g] (1 where absent).
+void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate,
+                       const std::vector<double>& lr_scales = {});
 
 }  // namespace cellfm::trainers

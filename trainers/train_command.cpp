@@ -74,6 +74,7 @@ int run_train_command(const std::vector<std::string>& args, CliContext& context)
       line << ", held-out loss " << std::fixed << std::setprecision(4) << summary.eval_loss_start
            << " -> " << summary.eval_loss_end << " (" << std::showpos << std::setprecision(1)
            << change << std::noshowpos << "%)";
+      line << baseline_comparison(summary.eval_last);
     }
     line << ", wall " << format_duration(summary.wall_seconds) << "; run directory "
          << summary.run_dir << " (weights " << summary.weights << ")";

@@ -21,6 +21,11 @@
 #include "parallel/data_parallel.h"
 #include "parallel/shards.h"
 #include "trainers/checkpoint.h"
+#include "trainers/evaluation/held_out_evaluation.h"
+#include "trainers/family/family_builder.h"
+#include "trainers/loop/checkpoint_policy.h"
+#include "trainers/loop/non_finite_policy.h"
+#include "trainers/loop/step_meter.h"
 #include "trainers/metrics_log.h"
 #include "trainers/optimizer_state.h"
 #include "trainers/resume_checks.h"
@@ -61,7 +66,7 @@ enum StepFlag : int { kSignal = 0, kTimeDue = 1, kNonFinite = 2, kFlagCount = 3 
 
 class Trainer {
  public:
-  Trainer(const TrainingSpec& spec, const parallel::Comm& world)
+  Trainer(const TrainingSpec& spec, const parallel::Comm& world, const TrainLaunch& launch)
       : spec_(spec),
         o_(spec.experiment.options),
         world_(world),
@@ -95,27 +100,36 @@ class Trainer {
         static_cast<std::int64_t>(o_.parallel.collective_timeout_s * 1000.0));
     comm_options.name = "world";
     world_comm_ = parallel::Communicator::create(world, torch::kCPU, comm_options);
+
+    // A resumed run takes the family's state from its checkpoint; a fresh one prepares it from
+    // the training corpus (statistics computed in one parallel pass where the family needs them).
+    resume_from_ = choose_resume_checkpoint(launch.resume);
+    std::optional<FamilyState> saved_state;
+    if (!resume_from_.empty()) {
+      parallel::run_agreed(world, [&] { saved_state = read_checkpoint_info(resume_from_).family_state; });
+    }
     comm_options.name = "tensor-parallel";
-    tp_ = parallel::Communicator::create(grid_.tensor_parallel, torch::kCPU, comm_options);
+    BuiltFamily built = build_family(spec, world, grid_, saved_state ? &*saved_state : nullptr,
+                                     train_corpus_.get(), comm_options);
+    device_ = built.device;
+    tp_ = built.tensor_parallel;
+    family_ = std::move(built.family);
     comm_options.name = "data-parallel";
-    dp_ = parallel::Communicator::create(grid_.data_parallel, torch::kCPU, comm_options);
-    FamilyContext context{
-        o_,  spec.selected(), train_corpus_->vocabulary().genes(), train_corpus_->labels(), grid_,
-        tp_, torch::kCPU};
-    parallel::run_agreed(world, [&] { family_ = model_family(o_.model.family).create(context); });
+    dp_ = parallel::Communicator::create(grid_.data_parallel, device_, comm_options);
+    dp_host_ = device_.is_cpu()
+                   ? dp_
+                   : parallel::Communicator::create(grid_.data_parallel, torch::kCPU, comm_options);
     std::vector<std::pair<std::string, torch::Tensor>> named;
-    std::vector<torch::Tensor> tensors;
     parameters_ = family_->parameters();
     for (const ParameterInfo& p : parameters_) {
       named.emplace_back(p.name, p.tensor);
-      tensors.push_back(p.tensor);
       norm_parameters_.push_back({p.tensor, p.sharded});
     }
     parallel::DataParallelOptions dp_options;
     dp_options.zero_unused_gradients = true;
     data_parallel_ =
         std::make_unique<parallel::DataParallel>(named, grid_.data_parallel, dp_, dp_options);
-    optimizer_ = make_optimizer(o_.optimizer, tensors);
+    optimizer_ = make_optimizer(o_.optimizer, parameters_, lr_scales_);
     state_.train_cells = train_corpus_->cells();
     state_.family = o_.model.family;
     state_.labels = train_corpus_->labels();
@@ -123,7 +137,7 @@ class Trainer {
 
   ~Trainer() { close_rank_log(); }
 
-  TrainSummary run(const TrainLaunch& launch) {
+  TrainSummary run() {
     const auto start = Clock::now();
     install_stop_signal_handlers();
     prepare_run_directory();
@@ -137,9 +151,10 @@ class Trainer {
                                    " held out"
                              : std::string());
 
+    CELLFM_LOG(info) << "rank " << world_.rank() << ": model on " << device_.str();
     TrainSummary summary;
     summary.run_dir = o_.run.dir;
-    const std::string resume_from = choose_resume_checkpoint(launch.resume);
+    const std::string& resume_from = resume_from_;
     if (!resume_from.empty()) {
       restore(resume_from, /*check_spec=*/true);
       summary.resumed_from = resume_from;
@@ -161,6 +176,7 @@ class Trainer {
       const Fields eval = evaluate();
       state_.evaluated = true;
       state_.eval_loss_start = state_.eval_loss_last = eval.front().second;
+      summary.eval_last = eval;
       CELLFM_LOG(info) << format_progress(0, o_.run.max_steps, eval, 0);
       Fields line = {{"step", 0}};
       line.insert(line.end(), eval.begin(), eval.end());
@@ -184,106 +200,111 @@ class Trainer {
   }
 
  private:
-  void train_steps(TrainSummary& summary) {
+  // One optimizer step's forward and backward passes over its micro-batches on this rank.
+  struct StepResult {
+    std::vector<double> sums;  // [cells, loss x cells, term_1 x cells, ...] of this rank
+    data::SamplerState sampler_after;
+    std::int64_t epoch = 0;
+  };
+
+  StepResult forward_backward(data::DataLoader& loader, std::int64_t step,
+                              std::vector<std::string>& term_names) {
     const std::int64_t accumulation = o_.optimizer.accumulation_steps;
+    StepResult result;
+    result.sampler_after = state_.sampler;
+    result.epoch = state_.epoch;
+    const bool inject = injects_nan(step);
+    for (std::int64_t micro = 0; micro < accumulation; ++micro) {
+      data::LoadedBatch batch = loader.next();
+      result.sampler_after = batch.state_after;
+      result.epoch = static_cast<std::int64_t>(batch.epoch);
+      torch::manual_seed(step_seed(o_.run.seed, grid_.dp_rank, step * accumulation + micro));
+      data_parallel_->set_synchronize(micro + 1 == accumulation);
+      ForwardOutput out = family_->forward(batch.prepared);
+      if (inject) out.loss = out.loss * std::numeric_limits<double>::quiet_NaN();
+      (out.loss / static_cast<double>(accumulation)).backward();
+      const double cells = static_cast<double>(family_->cells(batch.prepared));
+      if (result.sums.empty()) {
+        result.sums.assign(2 + out.terms.size(), 0.0);
+        if (term_names.empty()) {
+          for (const auto& term : out.terms) term_names.push_back(term.first);
+        }
+      }
+      result.sums[0] += cells;
+      result.sums[1] += out.loss.item<double>() * cells;
+      for (std::size_t t = 0; t < out.terms.size(); ++t) {
+        result.sums[2 + t] += out.terms[t].second * cells;
+      }
+    }
+    data_parallel_->finish();
+    return result;
+  }
+
+  void train_steps(TrainSummary& summary) {
     const std::int64_t max_steps = o_.run.max_steps;
     auto loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
     std::vector<std::string> term_names;
-    auto interval_start = Clock::now();
     const auto launch_start = Clock::now();
     const double seconds_before = state_.training_seconds;
     const std::int64_t launch_start_step = state_.step;
-    last_checkpoint_time_ = Clock::now();
-    std::int64_t interval_skipped = 0;
-    double interval_cells = 0, interval_grad_norm = 0, interval_steps = 0, lr = 0;
-    std::vector<double> interval_sums;
+    checkpoints_.written(Clock::now());
+    StepMeter meter(Clock::now());
+    const NonFinitePolicy non_finite(o_.faults);
+    double lr = 0;
 
     while (state_.step < max_steps) {
       const std::int64_t step = state_.step;
       lr = learning_rate_at(o_.optimizer, o_.schedule, step, max_steps) * state_.lr_scale;
-      set_learning_rate(*optimizer_, lr);
+      set_learning_rate(*optimizer_, lr, lr_scales_);
       parallel::set_collective_step(step + 1);  // as the progress lines count it
       data_parallel_->zero_grad();
-      // [cells, loss x cells, term_1 x cells, ...] of this step on this rank.
-      std::vector<double> step_sums;
-      const bool inject = injects_nan(step);
-      data::SamplerState sampler_after = state_.sampler;
-      std::int64_t epoch = state_.epoch;
-      for (std::int64_t micro = 0; micro < accumulation; ++micro) {
-        data::LoadedBatch batch = loader->next();
-        sampler_after = batch.state_after;
-        epoch = static_cast<std::int64_t>(batch.epoch);
-        torch::manual_seed(step_seed(o_.run.seed, grid_.dp_rank, step * accumulation + micro));
-        data_parallel_->set_synchronize(micro + 1 == accumulation);
-        ForwardOutput out = family_->forward(batch.prepared);
-        if (inject) out.loss = out.loss * std::numeric_limits<double>::quiet_NaN();
-        (out.loss / static_cast<double>(accumulation)).backward();
-        const double cells = static_cast<double>(family_->cells(batch.prepared));
-        if (step_sums.empty()) {
-          step_sums.assign(2 + out.terms.size(), 0.0);
-          if (term_names.empty()) {
-            for (const auto& term : out.terms) term_names.push_back(term.first);
-          }
-        }
-        step_sums[0] += cells;
-        step_sums[1] += out.loss.item<double>() * cells;
-        for (std::size_t t = 0; t < out.terms.size(); ++t) {
-          step_sums[2 + t] += out.terms[t].second * cells;
-        }
-      }
-      data_parallel_->finish();
+      const StepResult result = forward_backward(*loader, step, term_names);
       const double max_norm = o_.optimizer.max_grad_norm > 0
                                   ? o_.optimizer.max_grad_norm
                                   : std::numeric_limits<double>::infinity();
       const double grad_norm = parallel::clip_grad_norm(norm_parameters_, max_norm, *tp_);
       // Cells and loss terms summed over the data-parallel ranks (tiny; one allreduce a step).
-      torch::Tensor sums = torch::tensor(step_sums, torch::kFloat64);
-      dp_->allreduce(sums, parallel::ReduceOp::sum);
+      torch::Tensor reduced = torch::tensor(result.sums, torch::kFloat64);
+      dp_host_->allreduce(reduced, parallel::ReduceOp::sum);
+      std::vector<double> sums(result.sums.size());
+      for (std::size_t i = 0; i < sums.size(); ++i) {
+        sums[i] = reduced[static_cast<std::int64_t>(i)].item<double>();
+      }
 
       // The step boundary: every rank learns whether any rank caught a signal, whether rank 0's
       // clock says a timed checkpoint is due, and whether any value is non-finite.
-      const bool finite = std::isfinite(grad_norm) && torch::isfinite(sums).all().item<bool>();
+      const bool finite = std::isfinite(grad_norm) && torch::isfinite(reduced).all().item<bool>();
       torch::Tensor flags = torch::zeros({kFlagCount}, torch::kUInt8);
       flags[kSignal] = caught_stop_signal();
-      flags[kTimeDue] = world_.rank() == 0 && minutes_checkpoint_due() ? 1 : 0;
+      flags[kTimeDue] = world_.rank() == 0 && checkpoints_.minutes_due(Clock::now()) ? 1 : 0;
       flags[kNonFinite] = finite ? 0 : 1;
       world_comm_->allreduce(flags, parallel::ReduceOp::max);
       const int stop_signal = flags[kSignal].item<int>();
 
       state_.step = step + 1;
-      state_.sampler = sampler_after;
-      state_.epoch = epoch;
-      if (flags[kNonFinite].item<int>() != 0) {
+      state_.sampler = result.sampler_after;
+      state_.epoch = result.epoch;
+      const auto action =
+          non_finite.after_step(flags[kNonFinite].item<int>() == 0, state_.consecutive_skips);
+      if (action == NonFinitePolicy::Action::step) {
+        optimizer_->step();
+      } else {
         data_parallel_->zero_grad();  // nothing of this step reaches the weights
         ++state_.skipped_steps;
-        ++state_.consecutive_skips;
-        ++interval_skipped;
         CELLFM_LOG(warn) << "step " << step + 1 << ": non-finite loss or gradient norm (loss sum "
-                         << sums[1].item<double>() << ", gradient norm " << grad_norm
+                         << sums[1] << ", gradient norm " << grad_norm
                          << "); the update is skipped (" << state_.consecutive_skips
                          << " in a row, " << state_.skipped_steps << " in all)";
-        if (state_.consecutive_skips >= o_.faults.nan_consecutive_limit) {
+        if (action == NonFinitePolicy::Action::roll_back) {
           loader.reset();
-          roll_back();  // or throws
+          roll_back(non_finite);  // or throws
           loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
-          interval_sums.clear();
-          interval_cells = interval_grad_norm = interval_steps = 0;
-          interval_skipped = 0;
-          interval_start = Clock::now();
+          meter.reset(Clock::now());
           continue;
         }
-      } else {
-        optimizer_->step();
-        state_.consecutive_skips = 0;
-        if (interval_sums.empty()) interval_sums.assign(step_sums.size(), 0.0);
-        for (std::size_t i = 0; i < interval_sums.size(); ++i) {
-          interval_sums[i] += sums[static_cast<std::int64_t>(i)].item<double>();
-        }
-        interval_grad_norm += grad_norm;
-        interval_steps += 1;
       }
-      state_.cells_seen += static_cast<std::int64_t>(sums[0].item<double>());
-      interval_cells += sums[0].item<double>();
+      meter.add(sums, grad_norm, action == NonFinitePolicy::Action::step);
+      state_.cells_seen += static_cast<std::int64_t>(sums[0]);
       state_.training_seconds = seconds_before + seconds_since(launch_start);
 
       const std::int64_t done = state_.step;
@@ -295,22 +316,13 @@ class Trainer {
       const double seconds_per_step =
           seconds_since(launch_start) / static_cast<double>(done - launch_start_step);
       if (log_now || eval_now) {
-        const double seconds = std::max(seconds_since(interval_start), 1e-9);
-        const double cells = std::max(interval_sums.empty() ? 0.0 : interval_sums[0], 1.0);
-        const double nan = std::numeric_limits<double>::quiet_NaN();
         Fields fields = {{"step", static_cast<double>(done)},
-                         {"epoch", static_cast<double>(epoch)},
-                         {"loss", interval_sums.empty() ? nan : interval_sums[1] / cells}};
-        for (std::size_t t = 0; t < term_names.size(); ++t) {
-          fields.emplace_back(term_names[t],
-                              interval_sums.empty() ? nan : interval_sums[2 + t] / cells);
-        }
+                         {"epoch", static_cast<double>(result.epoch)}};
+        for (const auto& field : meter.losses(term_names)) fields.push_back(field);
         fields.emplace_back("lr", lr);
-        fields.emplace_back("grad_norm",
-                            interval_steps > 0 ? interval_grad_norm / interval_steps : nan);
-        fields.emplace_back("cells_per_s", interval_cells / seconds);
+        for (const auto& field : meter.rates(Clock::now())) fields.push_back(field);
         fields.emplace_back("cells", static_cast<double>(state_.cells_seen));
-        if (interval_skipped > 0 || state_.skipped_steps > 0) {
+        if (meter.skipped() > 0 || state_.skipped_steps > 0) {
           fields.emplace_back("skipped_steps", static_cast<double>(state_.skipped_steps));
         }
         fields.emplace_back("memory_mb", resident_memory_mb());
@@ -318,30 +330,22 @@ class Trainer {
           loader.reset();  // HDF5 is not thread-safe: one loader at a time
           const Fields eval = evaluate();
           state_.eval_loss_last = eval.front().second;
+          summary.eval_last = eval;
           fields.insert(fields.end(), eval.begin(), eval.end());
           if (!last) loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
         }
         fields.emplace_back("elapsed_s", state_.training_seconds);
         const double eta = seconds_per_step * static_cast<double>(max_steps - done);
-        CELLFM_LOG(info) << format_progress(done, max_steps, fields, eta,
-                                            seconds_to_next_checkpoint(done, seconds_per_step));
+        CELLFM_LOG(info) << format_progress(
+            done, max_steps, fields, eta,
+            checkpoints_.seconds_to_next(done, seconds_per_step, Clock::now()));
         record(fields, done);
-        interval_sums.clear();
-        interval_cells = interval_grad_norm = interval_steps = 0;
-        interval_skipped = 0;
-        interval_start = Clock::now();
+        meter.reset(Clock::now());
       }
 
-      std::string reason;
-      if (stop_signal != 0) {
-        reason = std::string("signal ") + stop_signal_name(stop_signal);
-      } else if (last) {
-        reason = "end";
-      } else if (o_.checkpoint.every_steps > 0 && done % o_.checkpoint.every_steps == 0) {
-        reason = "every_steps";
-      } else if (flags[kTimeDue].item<int>() != 0) {
-        reason = "every_minutes";
-      }
+      const std::string reason = checkpoints_.reason(
+          done, stop_signal != 0 ? stop_signal_name(stop_signal) : "",
+          flags[kTimeDue].item<int>() != 0);
       if (!reason.empty()) {
         loader.reset();  // its prefetch may hold HDF5; the checkpoint does not need it
         summary.checkpoint = write_checkpoint_now(reason);
@@ -366,24 +370,21 @@ class Trainer {
 
   // After nan_consecutive_limit skipped steps: back to the newest verified checkpoint with a
   // lower learning rate, or stop.
-  void roll_back() {
+  void roll_back(const NonFinitePolicy& policy) {
     const std::int64_t skipped = state_.consecutive_skips;
-    const auto stop = [&](const std::string& why) {
+    const auto stop_if = [&](const std::string& why) {
+      if (why.empty()) return;
       throw core::Error("non-finite loss or gradients in " + std::to_string(skipped) +
                             " consecutive steps (up to step " + std::to_string(state_.step) +
                             "): " + why,
                         core::ExitCode::failure);
     };
-    if (o_.faults.nan_action == "stop") stop("stopping as faults.nan_action says");
-    if (state_.rollbacks >= o_.faults.nan_max_rollbacks) {
-      stop("faults.nan_max_rollbacks (" + std::to_string(o_.faults.nan_max_rollbacks) +
-           ") rollbacks are used up");
-    }
+    stop_if(policy.refusal(state_.rollbacks, true));
     const std::string from = choose_resume_checkpoint("auto");
-    if (from.empty()) stop("there is no checkpoint to roll back to");
+    stop_if(policy.refusal(state_.rollbacks, !from.empty()));
     const std::int64_t rollbacks = state_.rollbacks + 1;
     const std::int64_t skipped_total = state_.skipped_steps;
-    const double lr_scale = state_.lr_scale * o_.faults.nan_rollback_lr_factor;
+    const double lr_scale = policy.scale_after_rollback(state_.lr_scale);
     restore(from, /*check_spec=*/false);
     state_.rollbacks = rollbacks;
     state_.skipped_steps = skipped_total;
@@ -413,26 +414,6 @@ class Trainer {
     }
   }
 
-  bool minutes_checkpoint_due() const {
-    return o_.checkpoint.every_minutes > 0 &&
-           seconds_since(last_checkpoint_time_) >= o_.checkpoint.every_minutes * 60.0;
-  }
-
-  // The smaller of the step and minute triggers, for the progress line; -1 when neither is set.
-  double seconds_to_next_checkpoint(std::int64_t done, double seconds_per_step) const {
-    double out = -1;
-    if (o_.checkpoint.every_steps > 0) {
-      const std::int64_t next = (done / o_.checkpoint.every_steps + 1) * o_.checkpoint.every_steps;
-      out = seconds_per_step * static_cast<double>(std::min(next, o_.run.max_steps) - done);
-    }
-    if (o_.checkpoint.every_minutes > 0) {
-      const double by_time =
-          std::max(0.0, o_.checkpoint.every_minutes * 60.0 - seconds_since(last_checkpoint_time_));
-      out = out < 0 ? by_time : std::min(out, by_time);
-    }
-    return out;
-  }
-
   std::string write_checkpoint_now(const std::string& reason) {
     state_.reason = reason;
     CheckpointPart part;
@@ -454,13 +435,14 @@ class Trainer {
       part.text_files["trainer_state.json"] = trainer_state_json(state_);
       part.text_files["spec.yaml"] = spec_.experiment.resolved_yaml;
       part.text_files["vocabulary.txt"] = vocabulary_text();
+      part.family_state = family_->state();
     }
     RetentionOptions retention;
     retention.keep_last = o_.checkpoint.keep_last;
     retention.keep_every_steps = o_.checkpoint.keep_every_steps;
     const auto started = Clock::now();
     const std::string dir = write_checkpoint(checkpoints_dir(), part, retention, world_);
-    last_checkpoint_time_ = Clock::now();
+    checkpoints_.written(Clock::now());
     CELLFM_LOG(info) << "checkpoint " << dir << " (" << reason << ", "
                      << format_duration(seconds_since(started)) << ")";
     return dir;
@@ -523,7 +505,9 @@ class Trainer {
     options.start = start;
     options.transform_threads = 2;
     ModelFamily* family = family_.get();
-    options.transform = [family, mode, label_map](data::LoadedBatch& batch) {
+    const bool counts = model_family(o_.model.family).needs(spec_.selected()).raw_counts;
+    options.transform = [family, mode, label_map, counts, &corpus](data::LoadedBatch& batch) {
+      if (counts) check_raw_counts(batch.data.cells, corpus);
       if (!label_map.empty()) {
         for (std::int32_t& label : batch.data.labels) {
           if (label >= 0) label = label_map[static_cast<std::size_t>(label)];
@@ -537,24 +521,16 @@ class Trainer {
   /// The held-out metrics: the first evaluation.batches batches of the validation split's first
   /// epoch (the same cells and masks every time), summed over the data-parallel ranks.
   Fields evaluate() {
+    if (!evaluation_) {
+      HeldOutEvaluationOptions options;
+      options.genes = static_cast<std::int64_t>(train_corpus_->vocabulary().genes().size());
+      evaluation_ = std::make_unique<HeldOutEvaluation>(*family_, *dp_host_, options);
+    }
     auto loader = make_loader(*validation_corpus_, data::SamplerState{}, CollateMode::eval,
                               validation_labels_);
     const std::int64_t batches = std::min(o_.evaluation.batches, loader->steps_per_epoch());
-    std::vector<double> sums;
-    for (std::int64_t b = 0; b < batches; ++b) {
-      const data::LoadedBatch batch = loader->next();
-      const std::vector<double> batch_sums = family_->evaluation_sums(batch.prepared);
-      if (sums.empty()) sums.assign(batch_sums.size(), 0.0);
-      for (std::size_t i = 0; i < sums.size(); ++i) sums[i] += batch_sums[i];
-    }
-    if (sums.empty()) sums = family_->evaluation_sums(family_->collate({}, CollateMode::eval));
-    torch::Tensor reduced = torch::tensor(sums, torch::kFloat64);
-    dp_->allreduce(reduced, parallel::ReduceOp::sum);
-    std::vector<double> total(sums.size());
-    for (std::size_t i = 0; i < total.size(); ++i) {
-      total[i] = reduced[static_cast<std::int64_t>(i)].item<double>();
-    }
-    return family_->evaluation_metrics(total);
+    for (std::int64_t b = 0; b < batches; ++b) evaluation_->add(loader->next());
+    return evaluation_->finish();
   }
 
   void prepare_run_directory() {
@@ -603,7 +579,7 @@ class Trainer {
     parallel::run_agreed(world_, [&] {
       if (world_.rank() != 0) return;
       write_weights_file(path, weights, o_.model.family, step, spec_.experiment.resolved_yaml,
-                         family_->predicted_label_names());
+                         family_->state());
     });
   }
 
@@ -613,16 +589,21 @@ class Trainer {
   parallel::RankGrid grid_;
   std::unique_ptr<data::Corpus> train_corpus_, validation_corpus_;
   std::vector<std::int32_t> validation_labels_;
-  std::shared_ptr<parallel::Communicator> world_comm_, tp_, dp_;
+  std::string resume_from_;  // the checkpoint this launch starts from ("" fresh)
+  torch::Device device_ = torch::kCPU;
+  // dp_ synchronises gradients on the model's device; dp_host_ reduces metrics on the CPU.
+  std::shared_ptr<parallel::Communicator> world_comm_, tp_, dp_, dp_host_;
   std::unique_ptr<ModelFamily> family_;
   std::vector<ParameterInfo> parameters_;
   std::vector<parallel::NormParameter> norm_parameters_;
   std::unique_ptr<parallel::DataParallel> data_parallel_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  std::vector<double> lr_scales_;  // per optimiser parameter group
   TrainerState state_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;
-  Clock::time_point last_checkpoint_time_ = Clock::now();
+  std::unique_ptr<HeldOutEvaluation> evaluation_;
+  CheckpointPolicy checkpoints_{o_.checkpoint, o_.run.max_steps, Clock::now()};
   std::set<std::int64_t> injected_steps_;
   std::FILE* rank_log_ = nullptr;
 };
@@ -631,8 +612,8 @@ class Trainer {
 
 TrainSummary train(const TrainingSpec& spec, const parallel::Comm& world,
                    const TrainLaunch& launch) {
-  Trainer trainer(spec, world);
-  return trainer.run(launch);
+  Trainer trainer(spec, world, launch);
+  return trainer.run();
 }
 
 }  // namespace cellfm::trainers

@@ -38,6 +38,9 @@ struct TrainSummary {
   bool evaluated = false;       ///< a validation split exists
   double eval_loss_start = 0;
   double eval_loss_end = 0;
+  /// The last held-out evaluation's metrics (the family's and the baselines'); empty when none
+  /// ran in this launch.
+  std::vector<std::pair<std::string, double>> eval_last;
   double wall_seconds = 0;
   std::string run_dir;
   std::string weights;       ///< the final weights file ("" when stopped early)

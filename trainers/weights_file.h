@@ -1,6 +1,7 @@
 // cellfm's weights files: full (unsharded) tensors under the family's released names in a
-// safetensors file whose metadata says what they are. Written by `cellfm train` (the final
-// weights) and `cellfm export`, read by `cellfm embed`.
+// safetensors file whose metadata says what they are, plus the family's state (its vocabulary,
+// labels, statistics: trainers/family/family_state.h) so that the file alone runs the model.
+// Written by `cellfm train` (the final weights) and `cellfm export`, read by `cellfm embed`.
 #pragma once
 
 #include <cstdint>
@@ -8,19 +9,28 @@
 #include <vector>
 
 #include "core/safetensors.h"
+#include "trainers/family/family_state.h"
 
 namespace cellfm::trainers {
 
-/// Writes `weights` to `path` atomically (core::write_safetensors; parent directories created)
-/// with the metadata "format" ("cellfm-weights-1"), "family", "step", "spec" (the resolved YAML)
-/// and "labels" (a JSON list of a classifier's label names, [] otherwise).
+/// Writes `weights` and `state` to `path` atomically (core::write_safetensors; parent directories
+/// created) with the metadata "format" ("cellfm-weights-1"), "family", "step", "spec" (the
+/// resolved YAML the model was trained with), and the state's entries (add_family_state).
 void write_weights_file(const std::string& path, const core::NamedTensors& weights,
                         const std::string& family, std::int64_t step, const std::string& spec_yaml,
-                        const std::vector<std::string>& labels);
+                        const FamilyState& state);
 
-/// The label names in a weights file's metadata (empty when absent). Throws InputError naming
-/// `path` when the entry is not a JSON list of strings.
-std::vector<std::string> weights_file_labels(const core::SafetensorsContent& weights,
-                                             const std::string& path);
+struct WeightsFile {
+  core::NamedTensors weights;  ///< the model's tensors (state tensors removed)
+  FamilyState state;
+  std::string family;     ///< "" when the file does not say
+  std::string spec_yaml;  ///< the resolved spec it was trained with ("" when absent)
+  std::int64_t step = 0;
+};
+
+/// Reads a weights file. Throws InputError naming `path` when it is unreadable or holds no family
+/// state (a file from before family state, or not written by cellfm: export it again from its
+/// checkpoint).
+WeightsFile read_weights_file(const std::string& path);
 
 }  // namespace cellfm::trainers

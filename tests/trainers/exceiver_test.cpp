@@ -18,6 +18,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/safetensors.h"
 #include "data/corpus.h"
 #include "data/keyed_permutation.h"
 #include "data/transforms.h"
@@ -25,6 +26,8 @@
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
 #include "parallel/shards.h"
+#include "parallel/rank_grid.h"
+#include "trainers/model_family.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
 #include "trainers/exceiver/exceiver_options.h"
@@ -216,7 +219,8 @@ Weights process_layer_weights(ProcessLayer& layer) {
 // The whole model for one cell from its released-name weights: ids/values [K], bias [K] (the
 // additive encoder logits, undefined for none), query_ids [Q] -> (latent [latents, d], [Q]).
 std::pair<torch::Tensor, torch::Tensor> ref_model(const Weights& w, std::int64_t layers,
-                                                  std::int64_t heads, const torch::Tensor& ids,
+                                                  std::int64_t heads, std::int64_t cross_heads,
+                                                  const torch::Tensor& ids,
                                                   const torch::Tensor& values,
                                                   const torch::Tensor& bias,
                                                   const torch::Tensor& query_ids) {
@@ -225,14 +229,14 @@ std::pair<torch::Tensor, torch::Tensor> ref_model(const Weights& w, std::int64_t
       values.to(torch::kFloat64).unsqueeze(1) * emb.index_select(0, ids.to(torch::kInt64));
   const torch::Tensor b = bias.defined() ? bias.to(torch::kFloat64).view({1, 1, -1}) : bias;
   torch::Tensor latent =
-      ref_cross_attention(w, "encoder_cross_attn.", get(w, "query_emb"), tokens, b, heads);
+      ref_cross_attention(w, "encoder_cross_attn.", get(w, "query_emb"), tokens, b, cross_heads);
   for (std::int64_t l = 0; l < layers; ++l) {
     latent = ref_process_layer(w, "process_self_attn.transformer.layers." + std::to_string(l) + ".",
                                latent, heads);
   }
   const torch::Tensor queries = emb.index_select(0, query_ids.to(torch::kInt64));
   const torch::Tensor out =
-      ref_cross_attention(w, "decoder_cross_attn.", queries, latent, torch::Tensor(), heads);
+      ref_cross_attention(w, "decoder_cross_attn.", queries, latent, torch::Tensor(), cross_heads);
   torch::Tensor y = ref_layer_norm(out, get(w, "mlp.0.weight"), get(w, "mlp.0.bias"));
   y = ref_gelu(ref_linear(y, get(w, "mlp.1.weight"), get(w, "mlp.1.bias")));
   y = ref_linear(y, get(w, "mlp.3.weight"), get(w, "mlp.3.bias"));
@@ -243,6 +247,7 @@ ExceiverOptions tiny_options(std::int64_t dim, std::int64_t heads, const std::st
   ExceiverOptions options;
   options.dim = dim;
   options.heads = heads;
+  options.cross_heads = heads;
   options.latents = 6;
   options.layers = 2;
   options.feedforward = 16;
@@ -495,8 +500,12 @@ TinyInput tiny_input(std::int64_t G) {
 
 TEST(ExceiverModel, ForwardMatchesFloat64Recomputation) {
   const std::int64_t G = 10;
-  const ExceiverOptions options = tiny_options(8, 2, "reference");
+  // The cross-attention blocks with their own head count (the reference's are always 4).
+  ExceiverOptions options = tiny_options(8, 2, "reference");
+  options.cross_heads = 4;
   ExceiverModel model(options, G, 0, self_tp(), 9);
+  ASSERT_EQ(model->encoder_cross_attn->cross_attn->head_dim, 2);
+  ASSERT_EQ(model->process_layers[0]->self_attn->head_dim, 4);
   model->load_full_state_dict(perturbed(model->full_state_dict(), G, 42));
   const Weights w = to_weights(model->full_state_dict());
   const TinyInput in = tiny_input(G);
@@ -504,7 +513,8 @@ TEST(ExceiverModel, ForwardMatchesFloat64Recomputation) {
   std::vector<torch::Tensor> latents, predictions;
   for (std::int64_t b = 0; b < 3; ++b) {
     const auto [latent, predicted] =
-        ref_model(w, options.layers, options.heads, in.encoder.gene_ids[b], in.encoder.values[b],
+        ref_model(w, options.layers, options.heads, options.cross_heads, in.encoder.gene_ids[b],
+                  in.encoder.values[b],
                   in.encoder.zero_or_pad[b].to(torch::kFloat64), in.query_ids[b]);
     latents.push_back(latent);
     predictions.push_back(predicted);
@@ -525,6 +535,80 @@ TEST(ExceiverModel, ForwardMatchesFloat64Recomputation) {
   encoder.values = encoder.values.to(torch::kFloat64);
   const auto [values, logits] = model->decode(model->encode(encoder), in.query_ids);
   EXPECT_LT(relative_error(values, torch::stack(predictions)), 1e-12) << "float64 model";
+}
+
+// The released Tabula Sapiens weights (keiserlab/exceiver, converted to safetensors with the
+// reference's names: 148 tensors, 12 of them the unused encoder_layer template) load into the
+// released sizes, and the model's forward pass on them equals the float64 recomputation.
+TEST(ExceiverModel, ReleasedWeightsLoadAndRunAtTheReleasedSizes) {
+  const core::SafetensorsContent released = core::read_safetensors(CELLFM_EXCEIVER_WEIGHTS);
+  ASSERT_EQ(released.tensors.size(), 148u);
+  const ExceiverOptions options{};  // dim 4, 128 latents, 8 layers, 4 + 4 cross heads, ff 2048
+  const std::int64_t G = 19067;
+  ExceiverModel model(options, G, 0, self_tp(), 0);
+  model->load_full_state_dict(released.tensors);
+  // Every released tensor the model uses is loaded exactly.
+  std::size_t compared = 0;
+  for (const auto& [name, tensor] : model->full_state_dict()) {
+    for (const auto& [file_name, file_tensor] : released.tensors) {
+      if (file_name != name) continue;
+      EXPECT_TRUE(torch::equal(tensor, file_tensor)) << name;
+      ++compared;
+    }
+  }
+  EXPECT_EQ(compared, 136u);  // 148 minus the 12 template tensors
+
+  // Two cells over all genes: most genes zero (+1 logit), a few masked, values as z-scores + 1.
+  const std::int64_t B = 2;
+  EncoderInput in;
+  in.gene_ids = torch::arange(G, torch::kInt64).repeat({B, 1});
+  in.values = randn({B, G}, 77) * 0.5 + 1.0;
+  in.zero_or_pad = randn({B, G}, 78).gt(-1.0);  // ~84% zero genes
+  const torch::Tensor query_ids = torch::tensor({{5, 700, 18000}, {12, 9000, 19066}});
+  for (std::int64_t b = 0; b < B; ++b) {
+    for (std::int64_t q = 0; q < 3; ++q) {
+      const std::int64_t g = query_ids[b][q].item<std::int64_t>();
+      in.gene_ids[b][g] = G;
+      in.values[b][g] = 1.0f;
+      in.zero_or_pad[b][g] = false;
+    }
+  }
+  const Weights w = to_weights(model->full_state_dict());
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const torch::Tensor latent = model->encode(in);
+  const torch::Tensor predicted = model->decode(latent, query_ids).first;
+  for (std::int64_t b = 0; b < B; ++b) {
+    const auto [ref_latent, ref_predicted] =
+        ref_model(w, options.layers, options.heads, options.cross_heads, in.gene_ids[b],
+                  in.values[b], in.zero_or_pad[b].to(torch::kFloat64), query_ids[b]);
+    EXPECT_LT(relative_error(latent[b], ref_latent), 1e-4) << "cell " << b;
+    EXPECT_LT(relative_error(predicted[b], ref_predicted), 1e-4) << "cell " << b;
+  }
+  EXPECT_TRUE(torch::isfinite(predicted).all().item<bool>());
+}
+
+// A property of the reference architecture, not of this port: a key/value token is value x the
+// gene's embedding and goes through LayerNorm first, and LayerNorm(v e) = sign(v) LayerNorm(e)
+// (up to its eps). So the encoder sees only the sign of each gene's scaled value (and, in
+// reference mode, which genes are zero): rescaling every value by a positive factor leaves the
+// latent unchanged, flipping signs does not.
+TEST(ExceiverModel, EncoderSeesOnlyTheSignOfEachValue) {
+  const std::int64_t G = 10;
+  ExceiverModel model(tiny_options(8, 2, "reference"), G, 0, self_tp(), 9);
+  model->load_full_state_dict(perturbed(model->full_state_dict(), G, 42));
+  TinyInput in = tiny_input(G);
+  // Values away from 0, where LayerNorm's eps (1e-5) would still see the magnitude.
+  in.encoder.values = in.encoder.values.sign() * in.encoder.values.abs().clamp_min(0.3);
+  torch::NoGradGuard no_grad;
+  model->eval();
+  const torch::Tensor latent = model->encode(in.encoder);
+  EncoderInput rescaled = in.encoder;
+  rescaled.values = in.encoder.values * (torch::rand({3, G}) * 4.0 + 0.25);
+  EXPECT_LT(relative_error(model->encode(rescaled), latent), 1e-4);
+  EncoderInput flipped = in.encoder;
+  flipped.values = -in.encoder.values;
+  EXPECT_GT(relative_error(model->encode(flipped), latent), 1e-2);
 }
 
 TEST(ExceiverModel, ReleasedSizesHave225359ParametersWithTheReleasedNames) {
@@ -748,6 +832,40 @@ std::set<std::int64_t> nonzero_genes(const RawCell& cell) {
 
 void expect_value(float got, double want, const std::string& what) {
   EXPECT_NEAR(got, want, 1e-5 * std::max(1.0, std::abs(want))) << what;
+}
+
+// The family's held-out classifier metrics from its summed statistics: accuracy and sklearn's
+// macro F1 against a confusion matrix worked out by hand.
+TEST(ExceiverFamily, ClassifierMetricsFromAHandWorkedConfusionMatrix) {
+  core::ExperimentOptions experiment;
+  ExceiverOptions options = tiny_options(8, 2, "reference");
+  options.classifier = true;
+  const parallel::RankGrid grid = parallel::RankGrid::create(parallel::Comm::self(), 1);
+  const FamilyContext context{experiment, options, grid, self_tp(), torch::kCPU};
+  FamilyState state;
+  state.genes = {"g0", "g1", "g2", "g3"};
+  state.labels = {"a", "b", "c", "d"};
+  state.tensors = {{"gene_mean", torch::zeros({4}, torch::kFloat64)},
+                   {"gene_std", torch::ones({4}, torch::kFloat64)}};
+  state.set("n_mask", std::int64_t{1});
+  const auto family = model_family("exceiver").create(context, state);
+  // Confusion [true, predicted] over classes a, b, c, d (d never occurs nor is predicted):
+  //   a: 3 a, 1 b        b: 2 b, 2 c        c: 1 a, 1 c
+  const double confusion[4][4] = {{3, 1, 0, 0}, {0, 2, 2, 0}, {1, 0, 1, 0}, {0, 0, 0, 0}};
+  // values, squared error, error, target, squared target; labelled, CE sum; the matrix.
+  std::vector<double> sums = {4, 2.0, 0.0, 8.0, 20.0, 10, 7.0};
+  for (const auto& row : confusion) sums.insert(sums.end(), row, row + 4);
+  std::map<std::string, double> metrics;
+  for (const auto& [name, value] : family->evaluation_metrics(sums)) metrics[name] = value;
+  // accuracy (3 + 2 + 1) / 10; F1 per class 2 tp / (predicted + actual): a 6/8, b 4/7, c 2/5,
+  // d absent from truth and predictions (left out of the macro mean).
+  EXPECT_DOUBLE_EQ(metrics.at("eval_accuracy"), 0.6);
+  EXPECT_NEAR(metrics.at("eval_macro_f1"), (6.0 / 8 + 4.0 / 7 + 2.0 / 5) / 3, 1e-15);
+  EXPECT_DOUBLE_EQ(metrics.at("eval_ce"), 0.7);
+  EXPECT_DOUBLE_EQ(metrics.at("eval_mse"), 0.5);
+  // Explained variance: 1 - (0.5 - 0^2) / (20/4 - (8/4)^2) = 0.5; the loss is MSE + CE.
+  EXPECT_DOUBLE_EQ(metrics.at("eval_explained_variance"), 0.5);
+  EXPECT_DOUBLE_EQ(metrics.at("eval_loss"), 1.2);
 }
 
 TEST(ExceiverCollate, ValuesMasksAndFilterMatchAFloat64Recomputation) {

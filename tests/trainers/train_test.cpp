@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/safetensors.h"
+#include "data/gene_stats.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -195,13 +196,86 @@ TEST_F(TrainTest, ClassifierReportsAccuracyAndMacroF1AndPredictsLabels) {
   EXPECT_FALSE(json::parse(check.out)["predicted_categories"].empty());
 }
 
-TEST_F(TrainTest, MissingGeneStatisticsIsAClearError) {
-  const ProcessResult result = cellfm({"train", path("spec.yaml"), "--set",
-                                       "run.dir=" + path("nostats"), "--set", "run.max_steps=1"},
-                                      2);
-  EXPECT_EQ(result.exit_code, 2) << result.out << result.err;
-  EXPECT_NE(result.err.find("cellfm prep stats"), std::string::npos) << result.err;
-  EXPECT_FALSE(std::filesystem::exists(path("nostats/weights.safetensors")));
+// The run's spec gives no data.gene_stats: train computed the statistics in its own parallel
+// pass, and they travel in the weights, equal to what `cellfm prep stats` wrote (itself checked
+// against numpy in prep_test).
+TEST_F(TrainTest, TrainComputesGeneStatisticsAndTheWeightsCarryThem) {
+  ASSERT_EQ(train_->exit_code, 0) << train_->err;
+  const core::SafetensorsContent weights = core::read_safetensors(path("run/weights.safetensors"));
+  const json state = json::parse(weights.metadata.at("family_state"));
+  const data::GeneStats stats = data::load_gene_stats(path("run/gene_stats.tsv"));
+  EXPECT_EQ(state.at("n_mask").get<std::string>(),
+            std::to_string(static_cast<std::int64_t>(0.15 * stats.nnz_per_cell_median)));
+  EXPECT_EQ(json::parse(weights.metadata.at("genes")).get<std::vector<std::string>>(), stats.genes);
+  std::map<std::string, torch::Tensor> tensors(weights.tensors.begin(), weights.tensors.end());
+  ASSERT_TRUE(tensors.count("cellfm_state.gene_mean"));
+  ASSERT_TRUE(tensors.count("cellfm_state.gene_std"));
+  const torch::Tensor mean = tensors.at("cellfm_state.gene_mean");
+  const torch::Tensor std = tensors.at("cellfm_state.gene_std");
+  ASSERT_EQ(mean.numel(), stats.size());
+  for (std::int64_t g = 0; g < stats.size(); ++g) {
+    ASSERT_EQ(mean[g].item<double>(), stats.mean[static_cast<std::size_t>(g)]) << g;
+    ASSERT_EQ(std[g].item<double>(), stats.stddev[static_cast<std::size_t>(g)]) << g;
+  }
+  // The checkpoints carry the same state.
+  EXPECT_TRUE(std::filesystem::exists(path("run/checkpoints/step_000000080/family_state.safetensors")));
+}
+
+// Every held-out evaluation reports the per-gene-mean and PCA k-NN baselines beside the model.
+TEST_F(TrainTest, EvaluationsReportTheBaselinesBesideTheModel) {
+  ASSERT_EQ(train_->exit_code, 0) << train_->err;
+  int evaluations = 0;
+  for (const json& line : metrics("run")) {
+    if (!line.contains("eval_loss")) continue;
+    ++evaluations;
+    for (const char* key : {"eval_explained_variance", "eval_gene_mean_explained_variance",
+                            "eval_gene_mean_mse", "eval_knn_accuracy", "eval_pca_knn_accuracy",
+                            "eval_knn_cells"}) {
+      ASSERT_TRUE(line.contains(key)) << key << " missing in " << line.dump();
+    }
+    // The per-gene mean explains a good part of the variance of non-zero values, not all of it.
+    EXPECT_GT(line["eval_gene_mean_explained_variance"].get<double>(), 0.2);
+    EXPECT_LT(line["eval_gene_mean_explained_variance"].get<double>(), 0.99);
+    // The synthetic cell types separate in PCA of log-normalised counts.
+    EXPECT_GT(line["eval_pca_knn_accuracy"].get<double>(), 0.8);
+    EXPECT_GE(line["eval_knn_accuracy"].get<double>(), 0.0);
+    EXPECT_LE(line["eval_knn_accuracy"].get<double>(), 1.0);
+    // 4 held-out batches of 32 cells on each of 2 ranks, minus cells too small to mask.
+    EXPECT_GT(line["eval_knn_cells"].get<double>(), 100);
+    EXPECT_LE(line["eval_knn_cells"].get<double>(), 256);
+  }
+  EXPECT_EQ(evaluations, 3);  // steps 0, 40 and 80
+  EXPECT_NE(train_->out.find("(per-gene mean "), std::string::npos) << train_->out;
+  EXPECT_NE(train_->out.find("(PCA "), std::string::npos) << train_->out;
+}
+
+// `embed` with the weights alone equals `embed` with the training spec; a spec whose model
+// options contradict the weights is refused by key.
+TEST_F(TrainTest, EmbedNeedsOnlyTheWeightsAndRefusesAContradictingSpec) {
+  ASSERT_EQ(train_->exit_code, 0) << train_->err;
+  const std::string input = first_corpus_file();
+  const ProcessResult alone =
+      cellfm({"embed", "--weights", path("run/weights.safetensors"), "--input", input, "--output",
+              path("embedded_alone.h5ad"), "--batch-cells", "100"});
+  ASSERT_EQ(alone.exit_code, 0) << alone.out << alone.err;
+  const ProcessResult with_spec =
+      cellfm({"embed", path("spec.yaml"), "--weights", path("run/weights.safetensors"), "--input",
+              input, "--output", path("embedded_spec.h5ad"), "--batch-cells", "100"});
+  ASSERT_EQ(with_spec.exit_code, 0) << with_spec.out << with_spec.err;
+  const ProcessResult check = run_process(
+      {kPython, std::string(CELLFM_SOURCE_DIR) + "/tests/trainers/check_embed_output.py", input,
+       path("embedded_alone.h5ad"), path("embedded_spec.h5ad"), "--key", "X_exceiver", "--dim",
+       "512"});
+  ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
+
+  const ProcessResult contradicting =
+      cellfm({"embed", path("spec.yaml"), "--set", "model.exceiver.dim=8", "--weights",
+              path("run/weights.safetensors"), "--input", input, "--output",
+              path("embedded_bad.h5ad")});
+  EXPECT_EQ(contradicting.exit_code, 2) << contradicting.out << contradicting.err;
+  EXPECT_NE(contradicting.err.find("model.exceiver.dim is 8"), std::string::npos)
+      << contradicting.err;
+  EXPECT_FALSE(std::filesystem::exists(path("embedded_bad.h5ad")));
 }
 
 }  // namespace

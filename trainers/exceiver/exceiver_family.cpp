@@ -3,13 +3,15 @@
 #include "trainers/exceiver/exceiver_family.h"
 
 #include <cmath>
-#include <filesystem>
 
 #include "core/error.h"
+#include "data/corpus_gene_stats.h"
 #include "data/gene_stats.h"
+#include "parallel/agreement.h"
 #include "data/keyed_permutation.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
+#include "trainers/parameter_groups.h"
 
 namespace cellfm::trainers::exceiver {
 
@@ -21,50 +23,76 @@ const ExceiverBatch& batch_of(const std::any& collated) {
   return *std::any_cast<const Batch&>(collated);
 }
 
-/// The statistics file of the spec: data.gene_stats, else what `cellfm prep stats` writes by
-/// default (<run.dir>/gene_stats.tsv).
-std::string gene_stats_path(const core::ExperimentOptions& options) {
-  if (!options.data.gene_stats.empty()) return options.data.gene_stats;
-  return (std::filesystem::path(options.run.dir) / "gene_stats.tsv").string();
+std::vector<double> doubles(const torch::Tensor& tensor) {
+  const torch::Tensor t = tensor.to(torch::kFloat64).contiguous();
+  return {t.data_ptr<double>(), t.data_ptr<double>() + t.numel()};
+}
+
+/// Exceiver's state: the training split's per-gene scaler (gene_mean, gene_std [genes] float64,
+/// population std), the median non-zero gene count per cell and n_mask derived from it, and the
+/// label names (the classifier's classes).
+FamilyState prepare_state(const FamilyContext& context, const data::Corpus& training,
+                          const parallel::Comm& world) {
+  const auto& options = dynamic_cast<const ExceiverOptions&>(context.family_options);
+  const std::string& stats_path = context.options.data.gene_stats;
+  data::GeneStats stats;
+  if (!stats_path.empty()) {
+    parallel::run_agreed(world, [&] { stats = data::load_gene_stats(stats_path); });
+    if (stats.genes != training.vocabulary().genes()) {
+      throw core::InputError(stats_path + " (data.gene_stats): its " +
+                             std::to_string(stats.size()) + " genes are not the model's " +
+                             "vocabulary of " + std::to_string(training.vocabulary().size()) +
+                             " genes in the same order; rerun `cellfm prep stats SPEC` or leave " +
+                             "data.gene_stats unset (train computes the statistics itself)");
+    }
+  } else {
+    stats = data::compute_gene_stats(training, world, "the training corpus");
+  }
+  FamilyState state;
+  state.genes = training.vocabulary().genes();
+  state.labels = training.labels();
+  const data::GeneScaler scaler = stats.scaler();
+  state.tensors.emplace_back("gene_mean", torch::tensor(scaler.mean, torch::kFloat64));
+  state.tensors.emplace_back("gene_std", torch::tensor(scaler.stddev, torch::kFloat64));
+  state.set("training_cells", stats.cells);
+  state.set("nnz_per_cell_median", stats.nnz_per_cell_median);
+  const auto n_mask = static_cast<std::int64_t>(options.mask_fraction * stats.nnz_per_cell_median);
+  if (n_mask < 1) {
+    throw core::InputError("the training cells' median non-zero gene count is " +
+                           std::to_string(stats.nnz_per_cell_median) +
+                           ", too few to mask any gene at model.exceiver.mask_fraction " +
+                           std::to_string(options.mask_fraction));
+  }
+  state.set("n_mask", n_mask);
+  return state;
 }
 
 class ExceiverFamily : public ModelFamily {
  public:
-  explicit ExceiverFamily(const FamilyContext& context)
+  ExceiverFamily(const FamilyContext& context, const FamilyState& state)
       : options_(dynamic_cast<const ExceiverOptions&>(context.family_options)),
-        seed_(static_cast<std::uint64_t>(context.options.run.seed)) {
-    const std::string stats_path = gene_stats_path(context.options);
-    if (!std::filesystem::exists(stats_path)) {
-      throw core::UsageError(
-          "exceiver needs per-gene statistics of the training split: " + stats_path +
-          " does not exist; run `cellfm prep stats SPEC` first (or set data.gene_stats)");
-    }
-    const data::GeneStats stats = data::load_gene_stats(stats_path);
-    if (stats.genes != context.genes) {
-      throw core::InputError(stats_path + ": its " + std::to_string(stats.size()) +
-                             " genes are not the model's vocabulary of " +
-                             std::to_string(context.genes.size()) +
-                             " genes in the same order; rerun `cellfm prep stats SPEC`");
-    }
+        seed_(static_cast<std::uint64_t>(context.options.run.seed)),
+        state_(state) {
     settings_.zero_genes = parse_zero_genes(options_.zero_genes);
-    settings_.genes = stats.size();
-    settings_.scaler = stats.scaler();
+    settings_.genes = static_cast<std::int64_t>(state.genes.size());
+    settings_.scaler.mean = doubles(state.tensor("gene_mean"));
+    settings_.scaler.stddev = doubles(state.tensor("gene_std"));
+    if (settings_.scaler.genes() != settings_.genes ||
+        static_cast<std::int64_t>(settings_.scaler.stddev.size()) != settings_.genes) {
+      throw core::InputError("exceiver's family state: gene_mean/gene_std have " +
+                             std::to_string(settings_.scaler.genes()) + " values for " +
+                             std::to_string(settings_.genes) + " genes");
+    }
     settings_.zscore.clip_max = options_.clip_max;
     settings_.zero_values = data::zscore_zero_values(settings_.scaler, settings_.zscore);
-    n_mask_ = static_cast<std::int64_t>(options_.mask_fraction * stats.nnz_per_cell_median);
-    if (n_mask_ < 1) {
-      throw core::InputError(stats_path + ": the median non-zero gene count per cell is " +
-                             std::to_string(stats.nnz_per_cell_median) +
-                             ", too few to mask any gene at model.exceiver.mask_fraction " +
-                             std::to_string(options_.mask_fraction));
-    }
+    n_mask_ = state.integer("n_mask");
     if (options_.classifier) {
-      if (context.labels.empty()) {
+      if (state.labels.empty()) {
         throw core::UsageError(
             "model.exceiver.classifier needs class labels: set data.label_column to an obs "
             "column of the corpus");
       }
-      labels_ = context.labels;
+      labels_ = state.labels;
       settings_.labels = true;
     }
     model_ = ExceiverModel(options_, settings_.genes, static_cast<std::int64_t>(labels_.size()),
@@ -72,6 +100,8 @@ class ExceiverFamily : public ModelFamily {
     model_->to(context.device);
     device_ = context.device;
   }
+
+  const FamilyState& state() const override { return state_; }
 
   std::string describe() const override {
     std::int64_t parameters = 0;
@@ -96,8 +126,11 @@ class ExceiverFamily : public ModelFamily {
   std::vector<ParameterInfo> parameters() override {
     std::vector<ParameterInfo> out;
     for (const auto& item : model_->named_parameters()) {
+      // The latent array is a table of learned vectors like the gene embeddings.
+      const std::string group =
+          item.key() == "query_emb" ? "embeddings" : parameter_group(*model_, item.key());
       out.push_back({item.key(), item.value(), model_->is_sharded(item.key()),
-                     model_->shard_dim(item.key())});
+                     model_->shard_dim(item.key()), group});
     }
     return out;
   }
@@ -138,13 +171,21 @@ class ExceiverFamily : public ModelFamily {
 
   // Sums: values, squared error, error, target, squared target, then for a classifier labelled
   // cells, cross-entropy sum and the confusion matrix [true, predicted].
-  std::vector<double> evaluation_sums(const std::any& collated) override {
+  EvaluationOutput evaluate(const std::any& collated) override {
     torch::NoGradGuard no_grad;
     model_->eval();
     const ExceiverBatch& batch = batch_of(collated);
     const Outputs o = run(batch);
+    EvaluationOutput out;
+    out.reconstructed_genes = batch.mask_ids;
+    out.targets = batch.targets;
+    out.predictions = o.predictions.cpu();
+    out.embedding =
+        o.latent.reshape({o.latent.size(0), embedding_dim()}).to(torch::kCPU, torch::kFloat32);
+    out.embedded_cells = batch.cell_ids;
+    std::vector<double>& sums = out.sums;
     const std::size_t classes = labels_.size();
-    std::vector<double> sums(5 + (classes > 0 ? 2 + classes * classes : 0), 0.0);
+    sums.assign(5 + (classes > 0 ? 2 + classes * classes : 0), 0.0);
     if (o.predictions.numel() > 0) {
       const torch::Tensor y = batch.targets.to(torch::kFloat64);
       const torch::Tensor e = y - o.predictions.cpu().to(torch::kFloat64);
@@ -170,7 +211,7 @@ class ExceiverFamily : public ModelFamily {
              static_cast<std::size_t>(predicted[i].item<std::int64_t>())] += 1;
       }
     }
-    return sums;
+    return out;
   }
 
   std::vector<std::pair<std::string, double>> evaluation_metrics(
@@ -240,6 +281,7 @@ class ExceiverFamily : public ModelFamily {
 
  private:
   struct Outputs {
+    torch::Tensor latent;       // [B, latents, dim]
     torch::Tensor predictions;  // [B, n_mask]
     torch::Tensor logits;       // [B, classes] or undefined
     torch::Tensor loss, mse, ce;
@@ -252,7 +294,7 @@ class ExceiverFamily : public ModelFamily {
 
   Outputs run(const ExceiverBatch& batch) {
     Outputs o;
-    const torch::Tensor latent = model_->encode(to_device(batch.encoder));
+    const torch::Tensor latent = o.latent = model_->encode(to_device(batch.encoder));
     std::tie(o.predictions, o.logits) = model_->decode(latent, batch.mask_ids.to(device_));
     const torch::Tensor targets = batch.targets.to(device_);
     // An empty batch (every cell filtered) contributes a zero loss that still reaches every
@@ -279,6 +321,7 @@ class ExceiverFamily : public ModelFamily {
 
   ExceiverOptions options_;
   std::uint64_t seed_;
+  FamilyState state_;
   CollateSettings settings_;
   std::int64_t n_mask_ = 0;
   std::vector<std::string> labels_;
@@ -289,10 +332,24 @@ class ExceiverFamily : public ModelFamily {
 }  // namespace
 
 ModelFamilyEntry family_entry() {
-  return {"exceiver", [] { return std::make_unique<ExceiverOptions>(); },
-          [](const FamilyContext& context) -> std::unique_ptr<ModelFamily> {
-            return std::make_unique<ExceiverFamily>(context);
-          }};
+  ModelFamilyEntry entry;
+  entry.name = "exceiver";
+  entry.make_options = [] { return std::make_unique<ExceiverOptions>(); };
+  entry.needs = [](const FamilyOptions& family_options) {
+    const auto& options = dynamic_cast<const ExceiverOptions&>(family_options);
+    FamilyNeeds needs;
+    // normalize_total -> log1p -> z-score (exceiver.md §2): counts, or values already
+    // normalised to a total (the reference's X), which normalize_total leaves as they are.
+    needs.raw_counts = false;
+    needs.labels = options.classifier;
+    return needs;
+  };
+  entry.prepare = prepare_state;
+  entry.create = [](const FamilyContext& context,
+                    const FamilyState& state) -> std::unique_ptr<ModelFamily> {
+    return std::make_unique<ExceiverFamily>(context, state);
+  };
+  return entry;
 }
 
 }  // namespace cellfm::trainers::exceiver

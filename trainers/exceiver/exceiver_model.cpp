@@ -20,9 +20,10 @@ torch::nn::GELU exact_gelu() {
 }
 
 parallel::ParallelAttention attention(std::int64_t dim, std::int64_t heads,
-                                      const std::shared_ptr<parallel::Communicator>& tp) {
+                                      const std::shared_ptr<parallel::Communicator>& tp,
+                                      const std::string& key) {
   if (heads < 1 || dim % heads != 0) {
-    throw core::UsageError("model.exceiver.heads: " + std::to_string(heads) +
+    throw core::UsageError(key + ": " + std::to_string(heads) +
                            " heads do not divide model.exceiver.dim " + std::to_string(dim));
   }
   parallel::ParallelAttentionOptions options;
@@ -99,16 +100,19 @@ CrossAttentionImpl::CrossAttentionImpl(std::int64_t dim, std::int64_t heads,
                                        std::shared_ptr<parallel::Communicator> tp) {
   layernorm_kv = register_module("layernorm_kv", layer_norm(dim));
   layernorm_q = register_module("layernorm_q", layer_norm(dim));
-  cross_attn = register_module("cross_attn", attention(dim, heads, tp));
+  cross_attn =
+      register_module("cross_attn", attention(dim, heads, tp, "model.exceiver.cross_heads"));
   mlp = register_module(
       "mlp", torch::nn::Sequential(layer_norm(dim), torch::nn::Linear(dim, dim), exact_gelu(),
                                    layer_norm(dim), torch::nn::Linear(dim, dim)));
 }
 
 torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& query, const torch::Tensor& kv,
-                                          const torch::Tensor& bias) {
+                                          const torch::Tensor& bias, bool kv_normalised) {
   const torch::Tensor attended =
-      cross_attn->forward(layernorm_q->forward(query), layernorm_kv->forward(kv), bias) + query;
+      cross_attn->forward(layernorm_q->forward(query),
+                          kv_normalised ? kv : layernorm_kv->forward(kv), bias) +
+      query;
   return mlp->forward(attended) + attended;
 }
 
@@ -117,7 +121,7 @@ torch::Tensor CrossAttentionImpl::forward(const torch::Tensor& query, const torc
 ProcessLayerImpl::ProcessLayerImpl(std::int64_t dim, std::int64_t heads, std::int64_t feedforward,
                                    double dropout, std::shared_ptr<parallel::Communicator> tp)
     : dropout_(dropout) {
-  self_attn = register_module("self_attn", attention(dim, heads, tp));
+  self_attn = register_module("self_attn", attention(dim, heads, tp, "model.exceiver.heads"));
   linear1 = register_module("linear1", parallel::ColumnParallelLinear(dim, feedforward, tp, 0));
   linear2 = register_module("linear2", parallel::RowParallelLinear(feedforward, dim, tp, 0));
   norm1 = register_module("norm1", layer_norm(dim));
@@ -142,6 +146,7 @@ ExceiverModelImpl::ExceiverModelImpl(const ExceiverOptions& options, std::int64_
                                      std::shared_ptr<parallel::Communicator> tp, std::uint64_t seed)
     : options_(options),
       zero_genes_(parse_zero_genes(options.zero_genes)),
+      values_after_norm_(options.value_encoding == "after_norm"),
       genes_(genes),
       classes_(classes),
       tp_(std::move(tp)) {
@@ -152,7 +157,7 @@ ExceiverModelImpl::ExceiverModelImpl(const ExceiverOptions& options, std::int64_
       torch::nn::Embedding(
           torch::nn::EmbeddingOptions(genes + (classes > 0 ? 2 : 1), d).padding_idx(genes)));
   query_emb = register_parameter("query_emb", torch::zeros({options.latents, d}));
-  encoder_cross_attn = register_module("encoder_cross_attn", CrossAttention(d, options.heads, tp_));
+  encoder_cross_attn = register_module("encoder_cross_attn", CrossAttention(d, options.cross_heads, tp_));
   auto process = register_module("process_self_attn", std::make_shared<torch::nn::Module>());
   auto transformer = process->register_module("transformer", std::make_shared<torch::nn::Module>());
   auto layers = transformer->register_module("layers", torch::nn::ModuleList());
@@ -161,7 +166,7 @@ ExceiverModelImpl::ExceiverModelImpl(const ExceiverOptions& options, std::int64_
         ProcessLayer(d, options.heads, options.feedforward, options.dropout, tp_));
     layers->push_back(process_layers.back());
   }
-  decoder_cross_attn = register_module("decoder_cross_attn", CrossAttention(d, options.heads, tp_));
+  decoder_cross_attn = register_module("decoder_cross_attn", CrossAttention(d, options.cross_heads, tp_));
   mlp = register_module("mlp", torch::nn::Sequential(layer_norm(d), torch::nn::Linear(d, 1),
                                                      exact_gelu(), torch::nn::Linear(1, 1)));
   if (classes > 0) {
@@ -184,20 +189,27 @@ torch::Tensor ExceiverModelImpl::encoder_bias(const torch::Tensor& zero_or_pad) 
 
 torch::Tensor ExceiverModelImpl::encode(const EncoderInput& input) {
   const std::int64_t batch = input.gene_ids.size(0);
-  // tokens = value x gene embedding; the mask row G is zero and gets no gradient.
+  // tokens = value x gene embedding; the mask row G is zero and gets no gradient. With
+  // after_norm the embedding goes through the encoder's layernorm_kv first and the value scales
+  // the normalised token, so its magnitude survives (reference: LayerNorm(v e) = sign(v) ...).
+  const auto embed_genes = [&](const torch::Tensor& table) {
+    return values_after_norm_ ? encoder_cross_attn->layernorm_kv->forward(table) : table;
+  };
   torch::Tensor tokens;
   if (zero_genes_ == ZeroGenes::drop) {
-    tokens = input.values.unsqueeze(-1) * gene_emb->forward(input.gene_ids);
+    tokens = input.values.unsqueeze(-1) * embed_genes(gene_emb->forward(input.gene_ids));
+    if (values_after_norm_) tokens = tokens * input.gene_ids.ne(genes_).unsqueeze(-1);
   } else {
     // Key k is gene k or the mask row: a broadcast product with the table instead of a gather,
     // whose backward (an index_add over batch x genes rows) costs far more than a batch sum.
     CELLFM_CHECK(input.gene_ids.size(1) == genes_, "exceiver: dense keys must be every gene");
     const torch::Tensor kept = input.values * input.gene_ids.ne(genes_).to(input.values.dtype());
-    tokens = kept.unsqueeze(-1) * gene_emb->weight.narrow(0, 0, genes_).unsqueeze(0);
+    tokens = kept.unsqueeze(-1) * embed_genes(gene_emb->weight.narrow(0, 0, genes_)).unsqueeze(0);
   }
   torch::Tensor latent =
       query_emb.unsqueeze(0).expand({batch, query_emb.size(0), query_emb.size(1)});
-  latent = encoder_cross_attn->forward(latent, tokens, encoder_bias(input.zero_or_pad));
+  latent = encoder_cross_attn->forward(latent, tokens, encoder_bias(input.zero_or_pad),
+                                       values_after_norm_);
   for (ProcessLayer& layer : process_layers) latent = layer->forward(latent);
   return latent;
 }

@@ -29,9 +29,10 @@ class CrossAttentionImpl : public torch::nn::Module {
   CrossAttentionImpl(std::int64_t dim, std::int64_t heads,
                      std::shared_ptr<parallel::Communicator> tp);
   /// query [B, Lq, dim], kv [B, Lk, dim], bias: additive logits broadcastable to
-  /// [B, heads, Lq, Lk] (e.g. [B, 1, 1, Lk]) or undefined -> [B, Lq, dim].
+  /// [B, heads, Lq, Lk] (e.g. [B, 1, 1, Lk]) or undefined -> [B, Lq, dim]. `kv_normalised`:
+  /// kv has been through layernorm_kv already (value_encoding: after_norm).
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& kv,
-                        const torch::Tensor& bias = torch::Tensor());
+                        const torch::Tensor& bias = torch::Tensor(), bool kv_normalised = false);
 
   torch::nn::LayerNorm layernorm_kv{nullptr}, layernorm_q{nullptr};
   parallel::ParallelAttention cross_attn{nullptr};
@@ -112,6 +113,7 @@ class ExceiverModelImpl : public torch::nn::Module {
  private:
   ExceiverOptions options_;
   ZeroGenes zero_genes_;
+  bool values_after_norm_ = false;
   std::int64_t genes_;
   std::int64_t classes_;
   std::shared_ptr<parallel::Communicator> tp_;

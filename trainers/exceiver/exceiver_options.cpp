@@ -23,7 +23,12 @@ void ExceiverOptions::add_fields(core::SpecSchema& schema) {
   schema.add("model.exceiver.layers", &layers, "post-norm process layers (released: 8)")
       .at_least(0)
       .at_most(512);
-  schema.add("model.exceiver.heads", &heads, "attention heads, dividing dim (released: 4)")
+  schema.add("model.exceiver.heads", &heads, "process layers' attention heads, dividing dim (released: 4)")
+      .at_least(1)
+      .at_most(4096);
+  schema
+      .add("model.exceiver.cross_heads", &cross_heads,
+           "encoder/decoder cross-attention heads, dividing dim (the reference: always 4)")
       .at_least(1)
       .at_most(4096);
   schema
@@ -44,6 +49,11 @@ void ExceiverOptions::add_fields(core::SpecSchema& schema) {
            "zero-expression genes in the encoder: reference (+1 logit, as released), exclude "
            "(-inf), drop (only non-zero genes are keys)")
       .choices({"reference", "exclude", "drop"});
+  schema
+      .add("model.exceiver.value_encoding", &value_encoding,
+           "a gene's value in the encoder: reference (value x embedding -> LayerNorm, which "
+           "keeps only its sign) or after_norm (LayerNorm(embedding) x value)")
+      .choices({"reference", "after_norm"});
   schema.add("model.exceiver.clip_max", &clip_max, "upper clip of the z-scored values (10)")
       .greater_than(0);
   schema.add("model.exceiver.classifier", &classifier,

@@ -1,0 +1,66 @@
+// The trivial baselines every held-out evaluation is judged against: the per-gene-mean predictor of
+// a reconstruction target, and k-nearest-neighbour label accuracy of embeddings beside that of PCA
+// on the same cells' log-normalised expression.
+#pragma once
+
+#include <torch/torch.h>
+
+#include <cstdint>
+#include <vector>
+
+namespace cellfm::trainers {
+
+/// Sufficient statistics of reconstructed entries (a cell's gene, its target, the model's
+/// prediction), additive over batches and ranks, from which the model's error and the error of
+/// the leave-one-out per-gene-mean predictor follow exactly.
+///
+/// The baseline predicts entry i of gene g by the mean target of gene g's other entries in the
+/// same held-out set (other cells: a cell contributes a gene at most once), (S_g − y_i)/(n_g − 1).
+/// Its squared error summed over gene g is n_g²/(n_g − 1)² · (Q_g − S_g²/n_g). Entries of a gene
+/// seen once are predicted by the mean of all other entries instead.
+class GeneMeanBaseline {
+ public:
+  explicit GeneMeanBaseline(std::int64_t genes);
+
+  /// gene_ids [N] int64 in [0, genes), targets [N], predictions [N] (any float dtype, any
+  /// device). Throws std::invalid_argument on a gene out of range or mismatched sizes.
+  void add(const torch::Tensor& gene_ids, const torch::Tensor& targets,
+           const torch::Tensor& predictions);
+
+  /// Everything add() accumulated as one float64 vector [3 * genes + 5] (sum it over ranks) ...
+  torch::Tensor sums() const;
+  /// ... and back (replaces the accumulated state).
+  void set_sums(const torch::Tensor& sums);
+
+  struct Scores {
+    double entries = 0;
+    double model_mse = 0, model_explained_variance = 0;
+    double baseline_mse = 0, baseline_explained_variance = 0;
+  };
+  /// Explained variance as sklearn's explained_variance_score: 1 − Var(error)/Var(target); 0 when
+  /// the targets do not vary.
+  Scores scores() const;
+
+ private:
+  std::int64_t genes_;
+  torch::Tensor count_, sum_, square_;  // [genes] float64 per gene: n, Σy, Σy²
+  double error_square_ = 0, error_ = 0;  // the model's Σe², Σe (e = y − prediction)
+};
+
+/// Leave-one-out k-nearest-neighbour accuracy of `labels` [n] int64 (< 0: unlabelled, neither
+/// scored nor voting) on `points` [n, d] (any float dtype; Euclidean distances in float64): each
+/// labelled point takes the majority label of its k nearest other labelled points (k capped at
+/// their number minus one); a tie goes to the tied label whose nearest member is nearest, then to
+/// the smaller label. NaN when fewer than two points are labelled.
+double knn_label_accuracy(const torch::Tensor& points, const torch::Tensor& labels,
+                          std::int64_t k = 15);
+
+/// Principal-component scores of the rows of `x` [n, g] (centred per column; float64):
+/// [n, min(components, n − 1, g)], ordered by decreasing variance. Exact (eigendecomposition of
+/// the n × n Gram matrix), so its cost is n²·g: meant for evaluation-sized n.
+torch::Tensor pca_scores(const torch::Tensor& x, std::int64_t components = 50);
+
+/// scanpy's normalize_total(target_sum) + log1p of count rows [n, g]; rows of zeros stay zero.
+torch::Tensor log_normalise(const torch::Tensor& counts, double target_sum = 1e4);
+
+}  // namespace cellfm::trainers
