@@ -11,7 +11,7 @@ packages=(
   libyaml-cpp-dev
   libboost-program-options-dev
   libgtest-dev libgmock-dev nlohmann-json3-dev
-  libdeflate-dev
+  libdeflate-dev libssl-dev
   python3 python3-numpy python3-h5py python3-anndata python3-yaml
 )
 

@@ -1,10 +1,15 @@
-// SHA-256 after FIPS 180-4 §6.2 (plain C++, about 300 MB/s: checkpoints hash at disk speed).
+// SHA-256 through OpenSSL's EVP interface (libcrypto picks the SHA-NI / AVX2 code path for the
+// CPU at run time), and a file reader that feeds it.
 #include "core/sha256.h"
 
+#include <fcntl.h>
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
 #include <cerrno>
-#include <cstdio>
 #include <cstring>
-#include <memory>
 #include <vector>
 
 #include "core/error.h"
@@ -13,130 +18,105 @@ namespace cellfm::core {
 
 namespace {
 
-constexpr std::uint32_t kRoundConstants[64] = {
-    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
-    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
-    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
-    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
-    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
-    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
-    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
-    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
-
-std::uint32_t rotate_right(std::uint32_t x, int n) {
-  return (x >> n) | (x << (32 - n));
+// The reason OpenSSL queued for the last failed call, or a generic one.
+std::string openssl_error() {
+  const unsigned long code = ERR_get_error();
+  if (code == 0) return "no reason given";
+  char text[256];
+  ERR_error_string_n(code, text, sizeof text);
+  ERR_clear_error();
+  return text;
 }
 
-}  // namespace
-
-Sha256::Sha256()
-    : state_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-             0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
-
-void Sha256::compress(const std::uint8_t* block) {
-  std::uint32_t w[64];
-  for (int t = 0; t < 16; ++t) {
-    w[t] = (std::uint32_t{block[4 * t]} << 24) | (std::uint32_t{block[4 * t + 1]} << 16) |
-           (std::uint32_t{block[4 * t + 2]} << 8) | std::uint32_t{block[4 * t + 3]};
-  }
-  for (int t = 16; t < 64; ++t) {
-    const std::uint32_t s0 =
-        rotate_right(w[t - 15], 7) ^ rotate_right(w[t - 15], 18) ^ (w[t - 15] >> 3);
-    const std::uint32_t s1 =
-        rotate_right(w[t - 2], 17) ^ rotate_right(w[t - 2], 19) ^ (w[t - 2] >> 10);
-    w[t] = w[t - 16] + s0 + w[t - 7] + s1;
-  }
-  std::uint32_t a = state_[0], b = state_[1], c = state_[2], d = state_[3];
-  std::uint32_t e = state_[4], f = state_[5], g = state_[6], h = state_[7];
-  for (int t = 0; t < 64; ++t) {
-    const std::uint32_t s1 = rotate_right(e, 6) ^ rotate_right(e, 11) ^ rotate_right(e, 25);
-    const std::uint32_t choose = (e & f) ^ (~e & g);
-    const std::uint32_t t1 = h + s1 + choose + kRoundConstants[t] + w[t];
-    const std::uint32_t s0 = rotate_right(a, 2) ^ rotate_right(a, 13) ^ rotate_right(a, 22);
-    const std::uint32_t majority = (a & b) ^ (a & c) ^ (b & c);
-    const std::uint32_t t2 = s0 + majority;
-    h = g;
-    g = f;
-    f = e;
-    e = d + t1;
-    d = c;
-    c = b;
-    b = a;
-    a = t1 + t2;
-  }
-  state_[0] += a;
-  state_[1] += b;
-  state_[2] += c;
-  state_[3] += d;
-  state_[4] += e;
-  state_[5] += f;
-  state_[6] += g;
-  state_[7] += h;
+[[noreturn]] void fail(const char* call) {
+  throw SystemError(std::string("OpenSSL ") + call + " failed: " + openssl_error());
 }
 
-void Sha256::update(const void* data, std::size_t size) {
-  const auto* bytes = static_cast<const std::uint8_t*>(data);
-  total_bytes_ += size;
-  if (buffered_ > 0) {
-    const std::size_t take = std::min(size, buffer_.size() - buffered_);
-    std::memcpy(buffer_.data() + buffered_, bytes, take);
-    buffered_ += take;
-    bytes += take;
-    size -= take;
-    if (buffered_ < buffer_.size()) return;
-    compress(buffer_.data());
-    buffered_ = 0;
-  }
-  for (; size >= 64; size -= 64, bytes += 64) compress(bytes);
-  std::memcpy(buffer_.data(), bytes, size);
-  buffered_ = size;
-}
-
-std::string Sha256::hex_digest() {
-  const std::uint64_t bits = total_bytes_ * 8;
-  const std::uint8_t one_bit = 0x80;
-  update(&one_bit, 1);
-  const std::uint8_t zero = 0;
-  while (buffered_ != 56) update(&zero, 1);
-  std::uint8_t length[8];
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<std::uint8_t>(bits >> (56 - 8 * i));
-  update(length, 8);
+std::string to_hex(const unsigned char* digest, unsigned size) {
   static const char digits[] = "0123456789abcdef";
-  std::string out;
-  for (std::uint32_t word : state_) {
-    for (int shift = 28; shift >= 0; shift -= 4) out += digits[(word >> shift) & 0xf];
+  std::string out(2 * std::size_t{size}, '0');
+  for (unsigned i = 0; i < size; ++i) {
+    out[2 * i] = digits[digest[i] >> 4];
+    out[2 * i + 1] = digits[digest[i] & 0xf];
   }
   return out;
 }
 
+// Big enough that the read() and update() calls cost nothing, small enough to stay in L2 while
+// it is hashed right after being read.
+constexpr std::size_t kReadBytes = std::size_t{256} << 10;
+
+}  // namespace
+
+struct Sha256::Context {
+  EVP_MD_CTX* ctx = nullptr;
+  ~Context() { EVP_MD_CTX_free(ctx); }
+};
+
+Sha256::Sha256() : context_(std::make_unique<Context>()) {
+  context_->ctx = EVP_MD_CTX_new();
+  if (context_->ctx == nullptr) fail("EVP_MD_CTX_new");
+  if (EVP_DigestInit_ex(context_->ctx, EVP_sha256(), nullptr) != 1) fail("EVP_DigestInit_ex");
+}
+
+Sha256::~Sha256() = default;
+Sha256::Sha256(Sha256&& other) noexcept = default;
+Sha256& Sha256::operator=(Sha256&& other) noexcept = default;
+
+void Sha256::update(const void* data, std::size_t size) {
+  CELLFM_CHECK(context_ != nullptr && digest_.empty(), "Sha256::update after hex_digest");
+  if (size > 0 && EVP_DigestUpdate(context_->ctx, data, size) != 1) fail("EVP_DigestUpdate");
+}
+
+std::string Sha256::hex_digest() {
+  if (!digest_.empty()) return digest_;
+  CELLFM_CHECK(context_ != nullptr, "Sha256::hex_digest on a moved-from object");
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned size = 0;
+  if (EVP_DigestFinal_ex(context_->ctx, digest, &size) != 1) fail("EVP_DigestFinal_ex");
+  digest_ = to_hex(digest, size);
+  return digest_;
+}
+
 std::string sha256_hex(const void* data, std::size_t size) {
-  Sha256 hash;
-  hash.update(data, size);
-  return hash.hex_digest();
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned digest_size = 0;
+  if (EVP_Digest(data, size, digest, &digest_size, EVP_sha256(), nullptr) != 1) {
+    fail("EVP_Digest");
+  }
+  return to_hex(digest, digest_size);
 }
 
 FileDigest sha256_file(const std::string& path) {
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> file(std::fopen(path.c_str(), "rb"), std::fclose);
-  if (!file) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
     throw SystemError(path + ": cannot open to compute its checksum: " + std::strerror(errno));
   }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);  // a hint: readahead on a cold cache
   Sha256 hash;
   FileDigest digest;
-  std::vector<char> buffer(std::size_t{1} << 20);
+  std::vector<char> buffer(kReadBytes);
   while (true) {
-    const std::size_t got = std::fread(buffer.data(), 1, buffer.size(), file.get());
-    hash.update(buffer.data(), got);
-    digest.bytes += got;
-    if (got < buffer.size()) {
-      if (std::ferror(file.get())) {
-        throw SystemError(path +
-                          ": read error while computing its checksum: " + std::strerror(errno));
-      }
-      break;
+    const ssize_t got = ::read(fd, buffer.data(), buffer.size());
+    if (got == 0) break;
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      throw SystemError(path +
+                        ": read error while computing its checksum: " + std::strerror(errno));
     }
+    hash.update(buffer.data(), static_cast<std::size_t>(got));
+    digest.bytes += static_cast<std::uint64_t>(got);
   }
   digest.sha256 = hash.hex_digest();
   return digest;
+}
+
+std::string sha256_implementation() {
+  return OpenSSL_version(OPENSSL_VERSION);
 }
 
 }  // namespace cellfm::core

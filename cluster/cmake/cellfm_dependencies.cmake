@@ -67,6 +67,8 @@ find_package(Boost REQUIRED COMPONENTS program_options)
 find_package(libdeflate REQUIRED)
 find_package(Threads REQUIRED)
 find_package(nlohmann_json REQUIRED)
+# SHA-256 of checkpoint files (core/sha256.cpp): libcrypto's SHA-NI/AVX2 code (libssl-dev).
+find_package(OpenSSL REQUIRED COMPONENTS Crypto)
 if(CELLFM_BUILD_TESTS)
   find_package(GTest REQUIRED)
 endif()

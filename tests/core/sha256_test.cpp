@@ -1,10 +1,13 @@
-// SHA-256 against the FIPS 180-2 example digests and a file digest against Python's hashlib.
+// SHA-256 (OpenSSL) against the FIPS 180-2 example digests and a file digest against Python's
+// hashlib.
 #include "core/sha256.h"
 
 #include <gtest/gtest.h>
 
 #include <fstream>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include "core/error.h"
 #include "tests/support/process.h"
@@ -53,6 +56,21 @@ TEST(Sha256, FileDigestMatchesPythonHashlib) {
   ASSERT_EQ(python.exit_code, 0) << python.err;
   EXPECT_EQ(digest.sha256 + "\n", python.out);
   EXPECT_THROW(sha256_file(dir.path() + "/missing"), SystemError);
+}
+
+TEST(Sha256, DigestEndsTheHash) {
+  Sha256 hash;
+  hash.update(std::string_view("abc"));
+  const std::string digest = hash.hex_digest();
+  EXPECT_EQ(digest, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(hash.hex_digest(), digest);
+  EXPECT_THROW(hash.update("d", 1), SystemError);
+  Sha256 moved = std::move(hash);
+  EXPECT_EQ(moved.hex_digest(), digest);
+}
+
+TEST(Sha256, ComputedByOpenSsl) {
+  EXPECT_NE(sha256_implementation().find("OpenSSL"), std::string::npos) << sha256_implementation();
 }
 
 }  // namespace
