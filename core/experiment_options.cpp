@@ -37,7 +37,8 @@ bool ScheduleOptions::operator==(const ScheduleOptions& o) const {
          final_lr_fraction == o.final_lr_fraction;
 }
 bool EvaluationOptions::operator==(const EvaluationOptions& o) const {
-  return every_steps == o.every_steps && batches == o.batches;
+  return every_steps == o.every_steps && batches == o.batches &&
+         baseline_batches == o.baseline_batches;
 }
 bool ParallelOptions::operator==(const ParallelOptions& o) const {
   return tensor_parallel == o.tensor_parallel && collective_timeout_s == o.collective_timeout_s;
@@ -233,6 +234,11 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
   schema
       .add("evaluation.batches", &o.evaluation.batches,
            "held-out batches per evaluation on each data-parallel rank")
+      .at_least(1);
+  schema
+      .add("evaluation.baseline_batches", &o.evaluation.baseline_batches,
+           "training batches per data-parallel rank whose targets give the per-gene-mean "
+           "baseline its means (read once, at the first evaluation)")
       .at_least(1);
 }
 

@@ -80,6 +80,9 @@ struct ScheduleOptions {
 struct EvaluationOptions {
   std::int64_t every_steps = 100;  ///< steps between held-out evaluations; 0: only at the end
   std::int64_t batches = 8;        ///< held-out batches per evaluation (per data-parallel rank)
+  /// Training batches (per data-parallel rank) whose targets give the per-gene-mean baseline
+  /// its means, read once at the first evaluation.
+  std::int64_t baseline_batches = 64;
   bool operator==(const EvaluationOptions&) const;
 };
 

@@ -121,6 +121,11 @@ class ModelFamily {
   /// Held-out evaluation of one collated batch (no gradients): the family's additive statistics
   /// plus what the runtime scores beside its baselines (trainers/evaluation/).
   virtual EvaluationOutput evaluate(const std::any& collated) = 0;
+  /// The reconstruction targets of a collated batch without running the model ([N] int64 gene
+  /// ids, [N] targets, as evaluate() returns them), from which the per-gene-mean baseline takes
+  /// its means over training cells; undefined tensors when the family reconstructs nothing.
+  virtual std::pair<torch::Tensor, torch::Tensor> reconstruction_targets(
+      const std::any& collated) const = 0;
   /// The metrics of summed evaluation statistics; the first is "eval_loss".
   virtual std::vector<std::pair<std::string, double>> evaluation_metrics(
       const std::vector<double>& sums) const = 0;

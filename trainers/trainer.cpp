@@ -526,6 +526,14 @@ class Trainer {
       options.genes = static_cast<std::int64_t>(train_corpus_->vocabulary().genes().size());
       evaluation_ = std::make_unique<HeldOutEvaluation>(*family_, *dp_host_, options);
     }
+    if (evaluation_->needs_reference()) {
+      // The per-gene-mean baseline's means come from training cells (the first batches of the
+      // first epoch, masked as held-out batches are), read once.
+      auto training = make_loader(*train_corpus_, data::SamplerState{}, CollateMode::eval, {});
+      const std::int64_t batches =
+          std::min(o_.evaluation.baseline_batches, training->steps_per_epoch());
+      for (std::int64_t b = 0; b < batches; ++b) evaluation_->add_reference(training->next());
+    }
     auto loader = make_loader(*validation_corpus_, data::SamplerState{}, CollateMode::eval,
                               validation_labels_);
     const std::int64_t batches = std::min(o_.evaluation.batches, loader->steps_per_epoch());

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <map>
 #include <random>
+#include <tuple>
 #include <vector>
 
 namespace cellfm::trainers {
@@ -34,91 +35,72 @@ double explained_variance(const std::vector<double>& y, const std::vector<double
   return 1.0 - ve / vy;
 }
 
-TEST(GeneMeanBaseline, MatchesExplicitLeaveOneOutMeans) {
+TEST(GeneMeanBaseline, MatchesExplicitPerGeneMeansOfTheReferenceEntries) {
   std::mt19937_64 random(7);
   std::normal_distribution<double> noise(0.0, 1.0);
-  std::vector<Entry> entries;
-  // Genes 0..4 seen several times with different means; gene 5 once; gene 6 never.
+  // Reference (training) entries of genes 0..4; held-out entries of genes 0..5 (gene 5 has no
+  // reference entry: predicted by the mean of all reference entries).
+  std::vector<Entry> reference, held_out;
   for (std::int64_t g = 0; g < 5; ++g) {
+    for (int i = 0; i < 4 + g; ++i) {
+      reference.push_back({g, static_cast<float>(g + 0.5 * noise(random)), 0});
+    }
     for (int i = 0; i < 3 + 2 * g; ++i) {
-      const double y = static_cast<double>(g) + 0.5 * noise(random);
-      entries.push_back({g, y, y + 0.3 * noise(random)});
+      const double y = static_cast<float>(g + 0.5 * noise(random));
+      held_out.push_back({g, y, static_cast<float>(y + 0.3 * noise(random))});
     }
   }
-  entries.push_back({5, 9.0, 8.0});
+  held_out.push_back({5, 9.0, 8.0});
 
-  std::vector<double> y, model_error, baseline_error;
-  for (std::size_t i = 0; i < entries.size(); ++i) {
-    double same = 0, same_n = 0, all = 0;
-    for (std::size_t j = 0; j < entries.size(); ++j) {
-      if (j == i) continue;
-      all += entries[j].target;
-      if (entries[j].gene == entries[i].gene) {
-        same += entries[j].target;
-        same_n += 1;
-      }
-    }
-    const double predicted =
-        same_n > 0 ? same / same_n : all / static_cast<double>(entries.size() - 1);
-    y.push_back(entries[i].target);
-    model_error.push_back(entries[i].target - entries[i].prediction);
-    baseline_error.push_back(entries[i].target - predicted);
+  // The references, with explicit loops.
+  double all_sum = 0;
+  std::map<std::int64_t, std::pair<double, double>> by_gene;  // gene -> (count, sum)
+  for (const Entry& e : reference) {
+    all_sum += e.target;
+    by_gene[e.gene].first += 1;
+    by_gene[e.gene].second += e.target;
   }
+  std::vector<double> y, model_error, baseline_error;
   double model_square = 0, baseline_square = 0;
-  for (std::size_t i = 0; i < y.size(); ++i) {
-    model_square += model_error[i] * model_error[i];
-    baseline_square += baseline_error[i] * baseline_error[i];
+  for (const Entry& e : held_out) {
+    const auto found = by_gene.find(e.gene);
+    const double predicted = found != by_gene.end()
+                                 ? found->second.second / found->second.first
+                                 : all_sum / static_cast<double>(reference.size());
+    y.push_back(e.target);
+    model_error.push_back(e.target - e.prediction);
+    baseline_error.push_back(e.target - predicted);
+    model_square += model_error.back() * model_error.back();
+    baseline_square += baseline_error.back() * baseline_error.back();
   }
 
   // Accumulated in two halves (as two ranks would), summed through sums()/set_sums().
-  GeneMeanBaseline first(7), second(7);
-  const auto add = [](GeneMeanBaseline& to, const std::vector<Entry>& part) {
+  const auto tensors = [](const std::vector<Entry>& part) {
     std::vector<std::int64_t> genes;
-    std::vector<float> targets, predictions;
+    std::vector<double> targets, predictions;
     for (const Entry& e : part) {
       genes.push_back(e.gene);
-      targets.push_back(static_cast<float>(e.target));
-      predictions.push_back(static_cast<float>(e.prediction));
+      targets.push_back(e.target);
+      predictions.push_back(e.prediction);
     }
-    to.add(torch::tensor(genes), torch::tensor(targets).to(torch::kFloat64),
-           torch::tensor(predictions).to(torch::kFloat64));
+    return std::make_tuple(torch::tensor(genes), torch::tensor(targets, torch::kFloat64),
+                           torch::tensor(predictions, torch::kFloat64));
   };
-  // float32 round trip above: recompute the references from the rounded values.
-  for (Entry& e : entries) {
-    e.target = static_cast<float>(e.target);
-    e.prediction = static_cast<float>(e.prediction);
-  }
-  const std::size_t half = entries.size() / 2;
-  add(first, {entries.begin(), entries.begin() + static_cast<std::ptrdiff_t>(half)});
-  add(second, {entries.begin() + static_cast<std::ptrdiff_t>(half), entries.end()});
+  GeneMeanBaseline first(7), second(7);
+  const auto half = static_cast<std::ptrdiff_t>(held_out.size() / 2);
+  const auto [g1, t1, p1] = tensors({held_out.begin(), held_out.begin() + half});
+  const auto [g2, t2, p2] = tensors({held_out.begin() + half, held_out.end()});
+  first.add(g1, t1, p1);
+  second.add(g2, t2, p2);
+  const auto [rg, rt, rp] = tensors(reference);
+  EXPECT_FALSE(second.has_reference());
+  second.add_reference(rg, rt);
+  EXPECT_TRUE(second.has_reference());
   GeneMeanBaseline total(7);
   total.set_sums(first.sums() + second.sums());
   const GeneMeanBaseline::Scores scores = total.scores();
 
-  // References from the rounded values.
-  y.clear();
-  model_error.clear();
-  baseline_error.clear();
-  model_square = baseline_square = 0;
-  for (std::size_t i = 0; i < entries.size(); ++i) {
-    double same = 0, same_n = 0, all = 0;
-    for (std::size_t j = 0; j < entries.size(); ++j) {
-      if (j == i) continue;
-      all += entries[j].target;
-      if (entries[j].gene == entries[i].gene) {
-        same += entries[j].target;
-        same_n += 1;
-      }
-    }
-    const double predicted =
-        same_n > 0 ? same / same_n : all / static_cast<double>(entries.size() - 1);
-    y.push_back(entries[i].target);
-    model_error.push_back(entries[i].target - entries[i].prediction);
-    baseline_error.push_back(entries[i].target - predicted);
-    model_square += model_error.back() * model_error.back();
-    baseline_square += baseline_error.back() * baseline_error.back();
-  }
-  const double n = static_cast<double>(entries.size());
+  const double n = static_cast<double>(held_out.size());
   EXPECT_EQ(scores.entries, n);
   EXPECT_NEAR(scores.model_mse, model_square / n, 1e-12);
   EXPECT_NEAR(scores.baseline_mse, baseline_square / n, 1e-12);
@@ -127,6 +109,8 @@ TEST(GeneMeanBaseline, MatchesExplicitLeaveOneOutMeans) {
   // The genes' means differ, so the baseline explains much of the variance but not all.
   EXPECT_GT(scores.baseline_explained_variance, 0.5);
   EXPECT_LT(scores.baseline_explained_variance, 1.0);
+  // Without reference entries there is no baseline.
+  EXPECT_TRUE(std::isnan(first.scores().baseline_explained_variance));
 }
 
 TEST(GeneMeanBaseline, RefusesGenesOutOfRangeAndMismatchedSizes) {
@@ -134,6 +118,10 @@ TEST(GeneMeanBaseline, RefusesGenesOutOfRangeAndMismatchedSizes) {
   EXPECT_THROW(baseline.add(torch::tensor({0, 3}), torch::ones({2}), torch::ones({2})),
                std::invalid_argument);
   EXPECT_THROW(baseline.add(torch::tensor({0, 1}), torch::ones({3}), torch::ones({2})),
+               std::invalid_argument);
+  EXPECT_THROW(baseline.add(torch::tensor({0, 1}), torch::ones({2}), torch::ones({3})),
+               std::invalid_argument);
+  EXPECT_THROW(baseline.add_reference(torch::tensor({-1}), torch::ones({1})),
                std::invalid_argument);
   EXPECT_THROW(baseline.set_sums(torch::zeros({3})), std::invalid_argument);
 }

@@ -655,6 +655,12 @@ def signal_case(env, name, targets, sig, every_steps):
     committed = checkpoint_dirs(run_dir)[0]
     check(committed and committed[0][1] == path, "%s: the printed checkpoint %s is not the "
           "newest committed one (%s)" % (name, path, committed[:1]))
+    # Every rank stopped after the same step, also when only one rank got the signal.
+    for rank in (0, 1):
+        with open(rank_log(run_dir, rank), errors="replace") as f:
+            logged = re.findall(r"stopped after step (\d+) with checkpoint", f.read())
+        check(logged == [str(step)], "%s: rank %d's log says it stopped after step(s) %s, the "
+              "job after step %d" % (name, rank, logged, step))
     resumed, _, _, notes = check_newest_and_resume(env, run_dir, name)
     check(resumed == step, "%s: resumed from %s, stopped at %d" % (name, resumed, step))
     log("%s: stopped after step %d, checkpoint verified (reason %r), resumed at step %d%s"
@@ -706,6 +712,8 @@ def test_signal_stop(env, args):
     signal_case(env, "sigterm_ranks", ["rank 0", "rank 1"], signal.SIGTERM, 5)
     signal_case(env, "sigusr1_mpirun", ["mpirun"], signal.SIGUSR1, 1)
     signal_case(env, "sigint_ranks", ["rank 0", "rank 1"], signal.SIGINT, 3)
+    # One rank alone caught it: the step-boundary agreement stops both at the same step.
+    signal_case(env, "sigusr1_rank1", ["rank 1"], signal.SIGUSR1, 1000)
     double_sigint(env)
 
 

@@ -6,12 +6,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/safetensors.h"
+#include "trainers/checkpoint.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
 
@@ -104,6 +106,46 @@ class ResumeTest : public ::testing::Test {
             << name << " differs beyond " << tolerance;
       }
     }
+  }
+
+  /// Checkpoint `dir`'s `prefix` ("model" / "optimizer") tensors resplit for `to` tensor-parallel
+  /// ranks (load_checkpoint_tensors at every rank) equal, tensor by tensor and exactly, the
+  /// checkpoint's files read directly and concatenated along each tensor's shard dimension.
+  static void expect_exact_resplit(const std::string& dir, const std::string& prefix, int to) {
+    const CheckpointInfo info = read_checkpoint_info(dir);
+    std::map<std::string, std::vector<torch::Tensor>> parts;
+    std::map<std::string, std::int64_t> dims;
+    for (int t = 0; t < info.tp_size; ++t) {
+      const core::SafetensorsContent content =
+          core::read_safetensors(dir + "/" + prefix + ".tp" + std::to_string(t) + "-of-" +
+                                 std::to_string(info.tp_size) + ".safetensors");
+      const json shard_dims = json::parse(content.metadata.at("shard_dims"));
+      for (const auto& [name, tensor] : content.tensors) {
+        parts[name].push_back(tensor);
+        dims[name] = shard_dims.at(name).get<std::int64_t>();
+      }
+    }
+    ASSERT_FALSE(parts.empty()) << dir << " " << prefix;
+    std::vector<std::map<std::string, torch::Tensor>> loaded;
+    for (int r = 0; r < to; ++r) loaded.push_back(load_checkpoint_tensors(info, prefix, dims, r, to));
+    int sharded = 0;
+    for (const auto& [name, pieces] : parts) {
+      const std::int64_t dim = dims.at(name);
+      const torch::Tensor full = dim < 0 ? pieces.front() : torch::cat(pieces, dim);
+      std::vector<torch::Tensor> slices;
+      for (int r = 0; r < to; ++r) {
+        ASSERT_TRUE(loaded[static_cast<std::size_t>(r)].count(name)) << name << " at rank " << r;
+        slices.push_back(loaded[static_cast<std::size_t>(r)].at(name));
+        if (dim >= 0) ASSERT_EQ(slices.back().size(dim), full.size(dim) / to) << name;
+      }
+      const torch::Tensor joined = dim < 0 ? slices.front() : torch::cat(slices, dim);
+      EXPECT_TRUE(torch::equal(joined, full)) << prefix << " " << name << " (dim " << dim << ")";
+      if (dim < 0) {
+        for (const torch::Tensor& slice : slices) EXPECT_TRUE(torch::equal(slice, full)) << name;
+      }
+      sharded += dim >= 0;
+    }
+    EXPECT_GT(sharded, 0) << prefix << ": no tensor is split";
   }
 
   static testing::TempDir* dir_;
@@ -207,6 +249,12 @@ TEST_F(ResumeTest, TensorParallelCheckpointsAreResplit) {
   ASSERT_EQ(tp12.exit_code, 0) << tp12.out << tp12.err;
   EXPECT_NE(tp12.out.find("resumed at step 6"), std::string::npos) << tp12.out;
 
+  // Tensor by tensor: the TP-1 checkpoint split for 2 ranks, the TP-2 one joined for 1, weights
+  // and Adam moments alike.
+  for (const char* prefix : {"model", "optimizer"}) {
+    expect_exact_resplit(checkpoint("tp-ref", 6), prefix, 2);
+    expect_exact_resplit(checkpoint("tp21", 6), prefix, 1);
+  }
   const std::vector<json> ref = metrics("tp-ref");
   for (const std::string run : {"tp21", "tp12"}) {
     std::map<std::int64_t, double> losses;
@@ -260,6 +308,83 @@ TEST_F(ResumeTest, CorruptCheckpointsAreSkippedByName) {
   EXPECT_NE(all.find("skipping checkpoint " + checkpoint("corrupt", 6)), std::string::npos) << all;
   // Neither verifies: the run starts over.
   EXPECT_NE(all.find("starting from step 0"), std::string::npos) << all;
+}
+
+// The newest checkpoint does not verify, an older one does: --resume auto continues from the
+// older one, and the steps after it repeat the original run's losses exactly.
+TEST_F(ResumeTest, ResumeAutoFallsBackToAnOlderCheckpointThatVerifies) {
+  ASSERT_EQ(train("fallback", {"checkpoint.keep_last=5"}, 2).exit_code, 0);
+  std::map<std::int64_t, double> original;
+  for (const json& line : metrics("fallback")) {
+    if (line.contains("loss")) original[line["step"]] = line["loss"];
+  }
+  {
+    std::fstream file(checkpoint("fallback", 12) + "/optimizer.tp0-of-1.safetensors",
+                      std::ios::in | std::ios::out | std::ios::binary);
+    file.seekp(-3, std::ios::end);
+    file.put('\x55');
+  }
+  const ProcessResult resumed = train("fallback", {"run.max_steps=12"}, 2, "auto");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out << resumed.err;
+  const std::string all = resumed.out + resumed.err;
+  EXPECT_NE(all.find("skipping checkpoint " + checkpoint("fallback", 12)), std::string::npos)
+      << all;
+  EXPECT_NE(all.find("resumed at step 6"), std::string::npos) << all;
+  int compared = 0;
+  for (const json& line : metrics("fallback")) {
+    const std::int64_t step = line["step"];
+    if (!line.contains("loss") || step <= 6) continue;
+    EXPECT_EQ(line["loss"].get<double>(), original.at(step)) << "step " << step;
+    ++compared;
+  }
+  EXPECT_EQ(compared, 6);
+}
+
+// Every key whose change the checkpoint cannot follow is refused by name, and so are a changed
+// vocabulary and a changed training split.
+TEST_F(ResumeTest, EveryBreakingChangeIsRefusedByKey) {
+  ASSERT_EQ(train("breaking", {"run.max_steps=6"}, 2).exit_code, 0);
+  const std::vector<std::pair<std::string, std::string>> changes = {
+      {"run.seed=7", "run.seed: 0 -> 7"},
+      {"optimizer.name=adamw", "optimizer.name: adam -> adamw"},
+      {"data.batch_cells=8", "data.batch_cells: 16 -> 8"},
+      {"data.block_cells=4", "data.block_cells: 8 -> 4"},
+      {"data.shuffle_blocks=2", "data.shuffle_blocks: 4 -> 2"},
+      {"data.group_column=cell_type", "data.group_column: sample_id -> cell_type"},
+      {"data.group_max_cells=100", "data.group_max_cells: 2000 -> 100"},
+      {"data.label_column=sample_id", "data.label_column: cell_type -> sample_id"},
+      {"model.exceiver.latents=16", "model.exceiver.latents: 32 -> 16"},
+      {"model.exceiver.cross_heads=2", "model.exceiver.cross_heads: 4 -> 2"},
+      {"model.exceiver.value_encoding=after_norm",
+       "model.exceiver.value_encoding: reference -> after_norm"},
+      {"data.validation.fraction=0.3", "the training split has"}};
+  for (const auto& [set, expected] : changes) {
+    const ProcessResult refused = train("breaking", {"run.max_steps=8", set}, 2, "auto");
+    EXPECT_EQ(refused.exit_code, 2) << set << "\n" << refused.out << refused.err;
+    EXPECT_NE((refused.out + refused.err).find(expected), std::string::npos)
+        << set << ": " << refused.out << refused.err;
+  }
+  // A vocabulary of the corpus's genes in another order.
+  std::vector<std::string> genes;
+  {
+    std::ifstream in(path("breaking/vocabulary.txt"));
+    for (std::string gene; std::getline(in, gene);) genes.push_back(gene);
+  }
+  std::reverse(genes.begin(), genes.end());
+  {
+    std::ofstream out(path("reversed_vocabulary.txt"));
+    for (const std::string& gene : genes) out << gene << '\n';
+  }
+  const ProcessResult vocabulary = train(
+      "breaking", {"run.max_steps=8", "data.vocabulary=" + path("reversed_vocabulary.txt")}, 2,
+      "auto");
+  EXPECT_EQ(vocabulary.exit_code, 2) << vocabulary.out << vocabulary.err;
+  EXPECT_NE((vocabulary.out + vocabulary.err).find("the vocabulary changed"), std::string::npos)
+      << vocabulary.out << vocabulary.err;
+  // None of them wrote anything: the run still resumes from its step-6 checkpoint.
+  const ProcessResult fine = train("breaking", {"run.max_steps=8"}, 2, "auto");
+  ASSERT_EQ(fine.exit_code, 0) << fine.out << fine.err;
+  EXPECT_NE(fine.out.find("resumed at step 6"), std::string::npos) << fine.out;
 }
 
 TEST_F(ResumeTest, SpecChangesThatBreakTheCheckpointAreRefusedByKey) {

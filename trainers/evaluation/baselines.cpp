@@ -14,23 +14,42 @@ GeneMeanBaseline::GeneMeanBaseline(std::int64_t genes)
     : genes_(genes),
       count_(torch::zeros({genes}, torch::kFloat64)),
       sum_(torch::zeros({genes}, torch::kFloat64)),
-      square_(torch::zeros({genes}, torch::kFloat64)) {}
+      square_(torch::zeros({genes}, torch::kFloat64)),
+      ref_count_(torch::zeros({genes}, torch::kFloat64)),
+      ref_sum_(torch::zeros({genes}, torch::kFloat64)) {}
+
+namespace {
+
+// Flattened CPU views: ids int64, values float64; checks sizes and the id range.
+std::pair<torch::Tensor, torch::Tensor> entries(const torch::Tensor& gene_ids,
+                                                const torch::Tensor& values, std::int64_t genes,
+                                                const char* what) {
+  const torch::Tensor ids = gene_ids.reshape({-1}).to(torch::kCPU, torch::kInt64);
+  const torch::Tensor y = values.reshape({-1}).to(torch::kCPU, torch::kFloat64);
+  if (ids.numel() != y.numel()) {
+    throw std::invalid_argument(std::string("GeneMeanBaseline::") + what + ": " +
+                                std::to_string(ids.numel()) + " gene ids and " +
+                                std::to_string(y.numel()) + " values");
+  }
+  if (ids.numel() > 0 &&
+      (ids.min().item<std::int64_t>() < 0 || ids.max().item<std::int64_t>() >= genes)) {
+    throw std::invalid_argument(std::string("GeneMeanBaseline::") + what +
+                                ": a gene id outside [0, " + std::to_string(genes) + ")");
+  }
+  return {ids, y};
+}
+
+}  // namespace
 
 void GeneMeanBaseline::add(const torch::Tensor& gene_ids, const torch::Tensor& targets,
                            const torch::Tensor& predictions) {
-  const torch::Tensor ids = gene_ids.reshape({-1}).to(torch::kCPU, torch::kInt64);
-  const torch::Tensor y = targets.reshape({-1}).to(torch::kCPU, torch::kFloat64);
+  const auto [ids, y] = entries(gene_ids, targets, genes_, "add");
   const torch::Tensor p = predictions.reshape({-1}).to(torch::kCPU, torch::kFloat64);
-  if (ids.numel() != y.numel() || y.numel() != p.numel()) {
-    throw std::invalid_argument("GeneMeanBaseline::add: " + std::to_string(ids.numel()) +
-                                " gene ids, " + std::to_string(y.numel()) + " targets and " +
-                                std::to_string(p.numel()) + " predictions");
+  if (p.numel() != y.numel()) {
+    throw std::invalid_argument("GeneMeanBaseline::add: " + std::to_string(y.numel()) +
+                                " targets and " + std::to_string(p.numel()) + " predictions");
   }
   if (ids.numel() == 0) return;
-  if (ids.min().item<std::int64_t>() < 0 || ids.max().item<std::int64_t>() >= genes_) {
-    throw std::invalid_argument("GeneMeanBaseline::add: a gene id outside [0, " +
-                                std::to_string(genes_) + ")");
-  }
   count_.index_add_(0, ids, torch::ones_like(y));
   sum_.index_add_(0, ids, y);
   square_.index_add_(0, ids, y * y);
@@ -39,30 +58,44 @@ void GeneMeanBaseline::add(const torch::Tensor& gene_ids, const torch::Tensor& t
   error_ += e.sum().item<double>();
 }
 
+void GeneMeanBaseline::add_reference(const torch::Tensor& gene_ids, const torch::Tensor& targets) {
+  const auto [ids, y] = entries(gene_ids, targets, genes_, "add_reference");
+  if (ids.numel() == 0) return;
+  ref_count_.index_add_(0, ids, torch::ones_like(y));
+  ref_sum_.index_add_(0, ids, y);
+}
+
+bool GeneMeanBaseline::has_reference() const { return ref_count_.sum().item<double>() > 0; }
+
 torch::Tensor GeneMeanBaseline::sums() const {
-  torch::Tensor tail = torch::tensor({error_square_, error_, 0.0, 0.0, 0.0}, torch::kFloat64);
-  return torch::cat({count_, sum_, square_, tail});
+  torch::Tensor tail = torch::tensor({error_square_, error_}, torch::kFloat64);
+  return torch::cat({count_, sum_, square_, ref_count_, ref_sum_, tail});
 }
 
 void GeneMeanBaseline::set_sums(const torch::Tensor& sums) {
   const torch::Tensor s = sums.to(torch::kCPU, torch::kFloat64).contiguous();
-  if (s.numel() != 3 * genes_ + 5) {
+  if (s.numel() != 5 * genes_ + 2) {
     throw std::invalid_argument("GeneMeanBaseline::set_sums: expected " +
-                                std::to_string(3 * genes_ + 5) + " values, got " +
+                                std::to_string(5 * genes_ + 2) + " values, got " +
                                 std::to_string(s.numel()));
   }
-  count_ = s.slice(0, 0, genes_).clone();
-  sum_ = s.slice(0, genes_, 2 * genes_).clone();
-  square_ = s.slice(0, 2 * genes_, 3 * genes_).clone();
-  error_square_ = s[3 * genes_].item<double>();
-  error_ = s[3 * genes_ + 1].item<double>();
+  const auto part = [&](std::int64_t i) { return s.slice(0, i * genes_, (i + 1) * genes_).clone(); };
+  count_ = part(0);
+  sum_ = part(1);
+  square_ = part(2);
+  ref_count_ = part(3);
+  ref_sum_ = part(4);
+  error_square_ = s[5 * genes_].item<double>();
+  error_ = s[5 * genes_ + 1].item<double>();
 }
 
 GeneMeanBaseline::Scores GeneMeanBaseline::scores() const {
   Scores out;
   const double n = count_.sum().item<double>();
   out.entries = n;
-  if (n < 2) return out;
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  out.baseline_mse = out.baseline_explained_variance = nan;
+  if (n < 1) return out;
   const double total = sum_.sum().item<double>();
   const double target_variance = square_.sum().item<double>() / n - std::pow(total / n, 2);
   const auto explained = [&](double error_square, double error) {
@@ -71,22 +104,15 @@ GeneMeanBaseline::Scores GeneMeanBaseline::scores() const {
   };
   out.model_mse = error_square_ / n;
   out.model_explained_variance = explained(error_square_, error_);
-
-  // Genes seen at least twice: leave-one-out gene means; Σe = 0 for each such gene.
-  const torch::Tensor several = count_.ge(2);
-  const torch::Tensor c = count_.masked_select(several);
-  const torch::Tensor s = sum_.masked_select(several);
-  const torch::Tensor q = square_.masked_select(several);
-  double baseline_square =
-      ((c * c / ((c - 1) * (c - 1))) * (q - s * s / c)).sum().item<double>();
-  // Genes seen once: the mean of every other entry, e = (N·y − S)/(N − 1).
-  const torch::Tensor once = count_.eq(1);
-  const torch::Tensor y1 = sum_.masked_select(once);
-  const torch::Tensor y1_square = square_.masked_select(once);
-  baseline_square += ((n * n * y1_square - 2 * n * total * y1 + total * total) / ((n - 1) * (n - 1)))
-                         .sum()
-                         .item<double>();
-  const double baseline_error = ((n * y1 - total) / (n - 1)).sum().item<double>();
+  const double references = ref_count_.sum().item<double>();
+  if (references <= 0) return out;
+  // m_g: the gene's reference mean, or the mean of every reference entry where it has none.
+  const double fallback = ref_sum_.sum().item<double>() / references;
+  const torch::Tensor mean = torch::where(ref_count_.gt(0), ref_sum_ / ref_count_.clamp_min(1),
+                                          torch::full_like(ref_sum_, fallback));
+  const double baseline_square =
+      (square_ - 2 * mean * sum_ + count_ * mean * mean).sum().item<double>();
+  const double baseline_error = (sum_ - count_ * mean).sum().item<double>();
   out.baseline_mse = baseline_square / n;
   out.baseline_explained_variance = explained(baseline_square, baseline_error);
   return out;

@@ -12,22 +12,25 @@ namespace cellfm::trainers {
 
 /// Sufficient statistics of reconstructed entries (a cell's gene, its target, the model's
 /// prediction), additive over batches and ranks, from which the model's error and the error of
-/// the leave-one-out per-gene-mean predictor follow exactly.
+/// the per-gene-mean predictor follow exactly.
 ///
-/// The baseline predicts entry i of gene g by the mean target of gene g's other entries in the
-/// same held-out set (other cells: a cell contributes a gene at most once), (S_g − y_i)/(n_g − 1).
-/// Its squared error summed over gene g is n_g²/(n_g − 1)² · (Q_g − S_g²/n_g). Entries of a gene
-/// seen once are predicted by the mean of all other entries instead.
+/// The baseline predicts an entry of gene g by the mean target of gene g over reference entries
+/// from other cells (the training split's, add_reference()), m_g = R_g / r_g, or by the mean of
+/// all reference entries where gene g has none. Over gene g's held-out entries (n_g of them,
+/// Σy = S_g, Σy² = Q_g) its squared error is Q_g − 2 m_g S_g + n_g m_g².
 class GeneMeanBaseline {
  public:
   explicit GeneMeanBaseline(std::int64_t genes);
 
-  /// gene_ids [N] int64 in [0, genes), targets [N], predictions [N] (any float dtype, any
-  /// device). Throws std::invalid_argument on a gene out of range or mismatched sizes.
+  /// Held-out entries: gene_ids [N] int64 in [0, genes), targets [N], predictions [N] (any float
+  /// dtype, any device). Throws std::invalid_argument on a gene out of range or mismatched sizes.
   void add(const torch::Tensor& gene_ids, const torch::Tensor& targets,
            const torch::Tensor& predictions);
+  /// Reference entries (other cells) the per-gene means come from: gene_ids [N], targets [N].
+  void add_reference(const torch::Tensor& gene_ids, const torch::Tensor& targets);
+  bool has_reference() const;
 
-  /// Everything add() accumulated as one float64 vector [3 * genes + 5] (sum it over ranks) ...
+  /// Everything accumulated as one float64 vector [5 * genes + 2] (sum it over ranks) ...
   torch::Tensor sums() const;
   /// ... and back (replaces the accumulated state).
   void set_sums(const torch::Tensor& sums);
@@ -38,13 +41,14 @@ class GeneMeanBaseline {
     double baseline_mse = 0, baseline_explained_variance = 0;
   };
   /// Explained variance as sklearn's explained_variance_score: 1 − Var(error)/Var(target); 0 when
-  /// the targets do not vary.
+  /// the targets do not vary. The baseline's are NaN without reference entries.
   Scores scores() const;
 
  private:
   std::int64_t genes_;
-  torch::Tensor count_, sum_, square_;  // [genes] float64 per gene: n, Σy, Σy²
-  double error_square_ = 0, error_ = 0;  // the model's Σe², Σe (e = y − prediction)
+  torch::Tensor count_, sum_, square_;      // [genes] float64, held out: n, Σy, Σy²
+  torch::Tensor ref_count_, ref_sum_;       // [genes] float64, reference: r, R
+  double error_square_ = 0, error_ = 0;     // the model's Σe², Σe (e = y − prediction)
 };
 
 /// Leave-one-out k-nearest-neighbour accuracy of `labels` [n] int64 (< 0: unlabelled, neither

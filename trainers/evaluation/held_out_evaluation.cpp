@@ -9,7 +9,16 @@ namespace cellfm::trainers {
 
 HeldOutEvaluation::HeldOutEvaluation(ModelFamily& family, parallel::Communicator& data_parallel,
                                      const HeldOutEvaluationOptions& options)
-    : family_(family), dp_(data_parallel), options_(options), gene_mean_(options.genes) {}
+    : family_(family),
+      dp_(data_parallel),
+      options_(options),
+      gene_mean_(options.genes),
+      reference_(options.genes) {}
+
+void HeldOutEvaluation::add_reference(const data::LoadedBatch& batch) {
+  const auto [genes, targets] = family_.reconstruction_targets(batch.prepared);
+  if (genes.defined()) reference_.add_reference(genes, targets);
+}
 
 void HeldOutEvaluation::add(const data::LoadedBatch& batch) {
   const EvaluationOutput out = family_.evaluate(batch.prepared);
@@ -84,8 +93,17 @@ std::vector<std::pair<std::string, double>> HeldOutEvaluation::finish() {
                                        non_integer_ ? 1.0 : 0.0},
                                       torch::kFloat64);
   dp_.allreduce(flags, parallel::ReduceOp::max);
+  if (!reference_given_) {
+    // The training entries of every rank, once: later evaluations reuse them.
+    torch::Tensor reference = reference_.sums();
+    dp_.allreduce(reference, parallel::ReduceOp::sum);
+    reference_.set_sums(reference);
+    reference_given_ = true;
+  }
   if (flags[0].item<double>() > 0) {
+    // This rank's held-out sums plus the (already summed) reference once, on rank 0 only.
     torch::Tensor gene_sums = gene_mean_.sums();
+    if (dp_.rank() == 0) gene_sums += reference_.sums();
     dp_.allreduce(gene_sums, parallel::ReduceOp::sum);
     GeneMeanBaseline all(options_.genes);
     all.set_sums(gene_sums);

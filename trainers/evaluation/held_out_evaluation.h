@@ -25,7 +25,8 @@ struct HeldOutEvaluationOptions {
 };
 
 /// Metrics of one evaluation, in this order: the family's (eval_loss first), then
-///   eval_gene_mean_mse, eval_gene_mean_explained_variance   (when the family reconstructs values)
+///   eval_gene_mean_mse, eval_gene_mean_explained_variance   (when the family reconstructs values;
+///                          the per-gene means from training cells given to add_reference())
 ///   eval_knn_accuracy, eval_pca_knn_accuracy, eval_knn_cells (when it embeds and cells carry
 ///                                                             labels)
 /// The PCA baseline is computed at the first evaluation and reused: the held-out cells are the
@@ -36,6 +37,12 @@ class HeldOutEvaluation {
   /// the same on every rank of it).
   HeldOutEvaluation(ModelFamily& family, parallel::Communicator& data_parallel,
                     const HeldOutEvaluationOptions& options);
+
+  /// Whether the per-gene-mean baseline still needs its reference (training) entries.
+  bool needs_reference() const { return !reference_given_; }
+  /// Adds a training batch prepared by the family in eval mode to the baseline's reference
+  /// (its reconstruction targets only; the model does not run). Call before the first finish().
+  void add_reference(const data::LoadedBatch& batch);
 
   /// Scores one held-out batch prepared by the family (LoadedBatch::prepared) on this rank; its
   /// data (vocabulary-id CSR rows, labels mapped to training label ids) feeds the baselines.
@@ -53,6 +60,8 @@ class HeldOutEvaluation {
   HeldOutEvaluationOptions options_;
   std::vector<double> sums_;
   GeneMeanBaseline gene_mean_;
+  GeneMeanBaseline reference_;  // training entries only (add_reference), kept for every evaluation
+  bool reference_given_ = false;
   bool reconstructs_ = false;
   std::vector<torch::Tensor> embeddings_;  // [cells, dim] per batch
   std::vector<std::int64_t> labels_;       // per embedded cell

@@ -214,6 +214,12 @@ class ExceiverFamily : public ModelFamily {
     return out;
   }
 
+  std::pair<torch::Tensor, torch::Tensor> reconstruction_targets(
+      const std::any& collated) const override {
+    const ExceiverBatch& batch = batch_of(collated);
+    return {batch.mask_ids, batch.targets};
+  }
+
   std::vector<std::pair<std::string, double>> evaluation_metrics(
       const std::vector<double>& sums) const override {
     const double n = std::max(sums[0], 1.0);

@@ -78,14 +78,17 @@ BuiltFamily build_family(const TrainingSpec& spec, const parallel::Comm& world,
   built.tensor_parallel =
       parallel::Communicator::create(grid.tensor_parallel, built.device, comm_options);
   const FamilyContext context{o, spec.selected(), grid, built.tensor_parallel, built.device};
+  // Training (a corpus given) or inference: the spec must give the family what it needs.
+  parallel::run_agreed(world, [&] {
+    check_family_needs(entry.needs(spec.selected()), o, spec.experiment.spec_path,
+                       training != nullptr);
+  });
   FamilyState prepared;
   if (state == nullptr) {
     if (training == nullptr) {
       throw core::Error("build_family: neither a family state nor a training corpus",
                         core::ExitCode::failure);
     }
-    parallel::run_agreed(world, [&] { check_family_needs(entry.needs(spec.selected()), o,
-                                                         spec.experiment.spec_path, true); });
     prepared = entry.prepare(context, *training, world);
     state = &prepared;
   }

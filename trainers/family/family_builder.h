@@ -39,8 +39,9 @@ struct BuiltFamily {
 
 /// Builds `spec`'s family on every rank of `world` (collective; errors agreed) over `grid`'s
 /// tensor-parallel group: from `state` when given (weights or a checkpoint), else from
-/// `training` through the family's prepare() (a fresh model). `comm_options` name and time the
-/// tensor-parallel communicator.
+/// `training` through the family's prepare() (a fresh model). Checks the family's needs against
+/// the spec first (for training when `training` is given, else for inference). `comm_options`
+/// name and time the tensor-parallel communicator.
 BuiltFamily build_family(const TrainingSpec& spec, const parallel::Comm& world,
                          const parallel::RankGrid& grid, const FamilyState* state,
                          const data::Corpus* training,

@@ -46,7 +46,7 @@ TrainingSpec spec_for_weights(const std::string& spec_path,
     throw core::InputError(weights_path +
                            " does not say which spec it was trained with (metadata 'spec')");
   }
-  const TrainingSpec trained = load_trained_spec(trained_yaml, weights_path);
+  TrainingSpec trained = load_trained_spec(trained_yaml, weights_path);
   if (spec_path.empty()) return trained;
   const TrainingSpec user = load_training_spec(spec_path, overrides);
   std::vector<std::string> model_overrides = overrides;
