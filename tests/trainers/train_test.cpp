@@ -102,9 +102,9 @@ TEST_F(TrainTest, QuickstartLearnsOnTwoRanks) {
   EXPECT_EQ(lines.back()["step"].get<int>(), 80);
   ASSERT_GT(first_eval, 0);
   EXPECT_LE(last_eval, 0.7 * first_eval) << "held-out loss " << first_eval << " -> " << last_eval;
-  // The warmup: step 1's rate is peak / 20 (quickstart: 3e-3, 20 warmup steps) times step 10's
-  // progress; the first logged line is step 10: 3e-3 * 10 / 20.
-  EXPECT_NEAR(lines[1]["lr"].get<double>(), 3e-3 * 10 / 20, 1e-12);
+  // The warmup: step 1's rate is peak / 20 (quickstart: 1e-2, 20 warmup steps) times step 10's
+  // progress; the first logged line is step 10: 1e-2 * 10 / 20.
+  EXPECT_NEAR(lines[1]["lr"].get<double>(), 1e-2 * 10 / 20, 1e-12);
 }
 
 TEST_F(TrainTest, RunDirectoryHoldsSpecVocabularyAndFullWeights) {
