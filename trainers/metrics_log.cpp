@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iomanip>
+#include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/error.h"
@@ -15,6 +16,8 @@
 namespace cellfm::trainers {
 
 namespace {
+
+using nlohmann::json;
 
 bool integral_field(const std::string& name) {
   return name == "step" || name == "epoch" || name == "cells" || name == "skipped_cells" ||
@@ -40,12 +43,14 @@ MetricsLog::MetricsLog(const std::string& path, std::int64_t keep_through_step) 
   std::string kept;
   if (keep_through_step >= 0) {
     std::ifstream in(path);
-    const std::string key = "\"step\": ";
     for (std::string line; std::getline(in, line);) {
-      const auto at = line.find(key);
-      if (at == std::string::npos) continue;
-      const std::int64_t step = std::strtoll(line.c_str() + at + key.size(), nullptr, 10);
-      if (step <= keep_through_step) kept += line + '\n';
+      // A line cut short by the killed run does not parse and goes with the later ones, as do
+      // lines without an integer "step".
+      const json fields = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!fields.is_object()) continue;
+      const auto step = fields.find("step");
+      if (step == fields.end() || !step->is_number_integer()) continue;
+      if (step->get<std::int64_t>() <= keep_through_step) kept += line + '\n';
     }
   }
   file_ = std::fopen(path.c_str(), "w");
