@@ -12,7 +12,7 @@ std::string parameter_group(const torch::nn::Module& root, const std::string& na
   const auto dot = name.rfind('.');
   const std::string owner = dot == std::string::npos ? "" : name.substr(0, dot);
   const std::string leaf = dot == std::string::npos ? name : name.substr(dot + 1);
-  for (const auto& item : root.named_modules("", /*include_self=*/true)) {
+  for (const auto& item : root.named_modules("", /*include_self=*/false)) {
     if (item.key() != owner) continue;
     const torch::nn::Module* module = item.value().get();
     if (dynamic_cast<const torch::nn::LayerNormImpl*>(module) != nullptr ||

@@ -136,7 +136,9 @@ class ResumeTest : public ::testing::Test {
       for (int r = 0; r < to; ++r) {
         ASSERT_TRUE(loaded[static_cast<std::size_t>(r)].count(name)) << name << " at rank " << r;
         slices.push_back(loaded[static_cast<std::size_t>(r)].at(name));
-        if (dim >= 0) ASSERT_EQ(slices.back().size(dim), full.size(dim) / to) << name;
+        if (dim >= 0) {
+          ASSERT_EQ(slices.back().size(dim), full.size(dim) / to) << name;
+        }
       }
       const torch::Tensor joined = dim < 0 ? slices.front() : torch::cat(slices, dim);
       EXPECT_TRUE(torch::equal(joined, full)) << prefix << " " << name << " (dim " << dim << ")";

@@ -180,7 +180,9 @@ torch::Tensor pca_scores(const torch::Tensor& x, std::int64_t components) {
 torch::Tensor log_normalise(const torch::Tensor& counts, double target_sum) {
   const torch::Tensor x = counts.to(torch::kFloat64);
   const torch::Tensor totals = x.sum(1, /*keepdim=*/true);
-  return torch::log1p(x * (target_sum / totals.clamp_min(std::numeric_limits<double>::min())));
+  const torch::Tensor scale =
+      torch::where(totals.gt(0), target_sum / totals, torch::zeros_like(totals));
+  return torch::log1p(x * scale);
 }
 
 }  // namespace cellfm::trainers
