@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -845,55 +846,72 @@ SyntheticFileReport write_synthetic_file(const SyntheticCorpusModel& model, std:
 
 namespace {
 
-std::string yaml_quoted(const std::string& text) {
-  std::string out = "\"";
-  for (char c : text) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (c == '\n') {
-      out += "\\n";
-      continue;
-    }
-    out += c;
-  }
-  return out + "\"";
-}
-
+// Free text (paths, names, ids) is double-quoted so that no value can read back as another
+// type; yaml-cpp escapes what needs escaping.
 std::string manifest_yaml(const SyntheticCorpusModel& model, const SyntheticCorpusReport& report,
                           const std::string& ontology_entry) {
   const SyntheticCorpusOptions& o = model.options();
-  std::ostringstream out;
-  out << "# A synthetic CELLxGENE-like corpus written by `cellfm synth`; paths are relative to\n"
-         "# this file. Counts: "
-      << (o.matrix == SyntheticMatrix::raw ? "raw/X (X holds log1p(count / total * 1e4))" : "X")
-      << ", float32 CSR.\n";
-  out << "format: cellfm-synthetic-corpus\nversion: 1\n";
-  out << "seed: " << o.seed << "\ncells: " << o.cells << "\ngenes: " << o.genes
-      << "\nnnz: " << report.nnz << "\nontology: " << yaml_quoted(ontology_entry) << "\n";
-  out << "files:\n";
+  const char* const matrix = o.matrix == SyntheticMatrix::raw ? "raw" : "X";
+  YAML::Emitter out;
+  out.SetDoublePrecision(17);  // round-trips every double
+  out << YAML::Comment(
+      std::string("A synthetic CELLxGENE-like corpus written by `cellfm synth`; paths are "
+                  "relative to\nthis file. Counts: ") +
+      (o.matrix == SyntheticMatrix::raw ? "raw/X (X holds log1p(count / total * 1e4))" : "X") +
+      ", float32 CSR.");
+  out << YAML::BeginMap;
+  out << YAML::Key << "format" << YAML::Value << "cellfm-synthetic-corpus";
+  out << YAML::Key << "version" << YAML::Value << 1;
+  out << YAML::Key << "seed" << YAML::Value << o.seed;
+  out << YAML::Key << "cells" << YAML::Value << o.cells;
+  out << YAML::Key << "genes" << YAML::Value << o.genes;
+  out << YAML::Key << "nnz" << YAML::Value << report.nnz;
+  out << YAML::Key << "ontology" << YAML::Value << YAML::DoubleQuoted << ontology_entry;
+  out << YAML::Key << "files" << YAML::Value << YAML::BeginSeq;
   for (const auto& file : report.files) {
-    out << "  - path: " << yaml_quoted(file.name) << "\n    cells: " << file.cells
-        << "\n    nnz: " << file.nnz << "\n    median_nnz: " << file.median_nnz
-        << "\n    samples: " << file.samples << "\n    spatial_samples: " << file.spatial_samples
-        << "\n    index_dtype: " << file.index_dtype << "\n";
+    out << YAML::BeginMap;
+    out << YAML::Key << "path" << YAML::Value << YAML::DoubleQuoted << file.name;
+    out << YAML::Key << "cells" << YAML::Value << file.cells;
+    out << YAML::Key << "nnz" << YAML::Value << file.nnz;
+    out << YAML::Key << "median_nnz" << YAML::Value << file.median_nnz;
+    out << YAML::Key << "samples" << YAML::Value << file.samples;
+    out << YAML::Key << "spatial_samples" << YAML::Value << file.spatial_samples;
+    out << YAML::Key << "index_dtype" << YAML::Value << file.index_dtype;
+    out << YAML::EndMap;
   }
-  out << "cell_types:\n";
+  out << YAML::EndSeq;
+  out << YAML::Key << "cell_types" << YAML::Value << YAML::BeginSeq;
   for (int t = 0; t < static_cast<int>(model.cell_types().size()); ++t) {
     const auto& type = model.cell_types()[static_cast<std::size_t>(t)];
-    out << "  - id: " << yaml_quoted(type.id) << "\n    name: " << yaml_quoted(type.name)
-        << "\n    parent: " << yaml_quoted(type.parent_id)
-        << "\n    median_library_size: " << std::llround(model.median_library_size(t)) << "\n";
+    out << YAML::BeginMap;
+    out << YAML::Key << "id" << YAML::Value << YAML::DoubleQuoted << type.id;
+    out << YAML::Key << "name" << YAML::Value << YAML::DoubleQuoted << type.name;
+    out << YAML::Key << "parent" << YAML::Value << YAML::DoubleQuoted << type.parent_id;
+    out << YAML::Key << "median_library_size" << YAML::Value
+        << static_cast<std::int64_t>(std::llround(model.median_library_size(t)));
+    out << YAML::EndMap;
   }
-  out << "options:\n"
-      << "  cells: " << o.cells << "\n  files: " << o.files << "\n  genes: " << o.genes
-      << "\n  cell_types: " << o.cell_types << "\n  nnz_median: " << effective_nnz_median(o)
-      << "\n  ontology: " << yaml_quoted(o.ontology)
-      << "\n  matrix: " << (o.matrix == SyntheticMatrix::raw ? "raw" : "X")
-      << "\n  gzip_level: " << o.gzip_level
-      << "\n  spatial_fraction: " << format_double(o.spatial_fraction)
-      << "\n  samples_per_file: " << o.samples_per_file << "\n  seed: " << o.seed
-      << "\n  chunk_cells: " << o.chunk_cells << "\n  dispersion: " << format_double(o.dispersion)
-      << "\n  library_sdlog: " << format_double(o.library_sdlog) << "\n";
-  return out.str();
+  out << YAML::EndSeq;
+  out << YAML::Key << "options" << YAML::Value << YAML::BeginMap;
+  out << YAML::Key << "cells" << YAML::Value << o.cells;
+  out << YAML::Key << "files" << YAML::Value << o.files;
+  out << YAML::Key << "genes" << YAML::Value << o.genes;
+  out << YAML::Key << "cell_types" << YAML::Value << o.cell_types;
+  out << YAML::Key << "nnz_median" << YAML::Value << effective_nnz_median(o);
+  out << YAML::Key << "ontology" << YAML::Value << YAML::DoubleQuoted << o.ontology;
+  out << YAML::Key << "matrix" << YAML::Value << matrix;
+  out << YAML::Key << "gzip_level" << YAML::Value << o.gzip_level;
+  out << YAML::Key << "spatial_fraction" << YAML::Value << o.spatial_fraction;
+  out << YAML::Key << "samples_per_file" << YAML::Value << o.samples_per_file;
+  out << YAML::Key << "seed" << YAML::Value << o.seed;
+  out << YAML::Key << "chunk_cells" << YAML::Value << o.chunk_cells;
+  out << YAML::Key << "dispersion" << YAML::Value << o.dispersion;
+  out << YAML::Key << "library_sdlog" << YAML::Value << o.library_sdlog;
+  out << YAML::EndMap;
+  out << YAML::EndMap;
+  CELLFM_CHECK(out.good(),
+               "the synthetic corpus manifest could not be written as YAML: " + out.GetLastError());
+  return std::string(out.c_str()) + "\n";
 }
 
 }  // namespace
