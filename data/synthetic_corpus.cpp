@@ -38,10 +38,27 @@ enum Stream : std::uint64_t {
   kCellStream,
   kNicheStream,
   kPickStream,
+  kLineageShiftStream,
+  kTypeShiftStream,
 };
 
 constexpr const char* kRootTerm = "CL:0000000";
-constexpr double kBaselineSdlog = 2.0;      // spread of gene baseline weights (log scale)
+// Gene means in a real transcriptome span about five orders of magnitude; with this spread about
+// half the non-zero counts of a default-depth cell are 1 (PBMC: 53%), and a non-zero entry's gene
+// explains about half of its log-normalised value's variance, as in real cells.
+constexpr double kBaselineSdlog = 2.7;  // spread of gene baseline weights (log scale)
+// Cell types differ in many genes by moderate factors, not only in their markers: the
+// type-variable genes get a log-normal fold change shared by ontology siblings (a lineage) and
+// one of each type's own; the others are housekeeping genes, equal in every type.
+constexpr double kTypeVariableFraction = 0.5;
+constexpr double kLineageShiftSdlog = 0.4;
+constexpr double kTypeShiftSdlog = 0.7;
+// Gene modules (think cell cycle, stress, interferon response): each cell draws every module's
+// activity, log-normal with median 1, independent of its type, so cells of one type vary
+// continuously and a module's genes rise and fall together.
+constexpr int kModules = 10;
+constexpr double kModuleGeneFraction = 0.3;  // of all genes, split evenly between the modules
+constexpr double kModuleActivitySdlog = 0.6;
 constexpr double kUpProbability = 0.8;      // program genes up- (else down-) regulated
 constexpr double kDownFold = 0.05;          // a down-regulated program gene keeps 5% of its mean
 constexpr double kCompositionShape = 0.5;   // Gamma shape of per-sample type proportions
@@ -133,10 +150,10 @@ void validate_synthetic_corpus_options(const SyntheticCorpusOptions& o) {
   }
   check_range("genes", o.genes, 10, 1000000);
   check_range("cell-types", o.cell_types, 1, 10000);
-  if (o.cell_types * o.genes > 500000000) {
+  if (o.cell_types * o.genes > 100000000) {
     throw core::UsageError("--cell-types " + std::to_string(o.cell_types) + " times --genes " +
                            std::to_string(o.genes) +
-                           " exceeds 5e8; the gene programs would not fit in memory");
+                           " exceeds 1e8; the per-type gene weights would not fit in memory");
   }
   if (o.nnz_median != 0) check_range("nnz-median", o.nnz_median, 1, o.genes / 2);
   check_range("gzip-level", o.gzip_level, 0, 9);
@@ -236,14 +253,40 @@ std::vector<SyntheticCellType> pick_cell_types(const CellOntology& ontology,
 
 namespace {
 
-std::vector<double> baseline_weights(const SyntheticCorpusOptions& options) {
+// Per gene, from its own stream: the baseline weight, whether it varies between types, and its
+// module (-1: none).
+struct GeneTraits {
+  std::vector<double> baseline;
+  std::vector<bool> type_variable;
+  std::vector<int> module;
+};
+
+GeneTraits gene_traits(const SyntheticCorpusOptions& options) {
   validate_synthetic_corpus_options(options);
-  std::vector<double> weights(static_cast<std::size_t>(options.genes));
-  for (std::size_t g = 0; g < weights.size(); ++g) {
+  const auto genes = static_cast<std::size_t>(options.genes);
+  GeneTraits traits;
+  traits.baseline.resize(genes);
+  traits.type_variable.resize(genes);
+  traits.module.resize(genes);
+  for (std::size_t g = 0; g < genes; ++g) {
     SynthRng rng(options.seed, kGeneStream, g);
-    weights[g] = std::exp(kBaselineSdlog * rng.normal());
+    traits.baseline[g] = std::exp(kBaselineSdlog * rng.normal());
+    traits.type_variable[g] = rng.uniform() < kTypeVariableFraction;
+    traits.module[g] =
+        rng.uniform() < kModuleGeneFraction ? static_cast<int>(rng.below(kModules)) : -1;
   }
-  return weights;
+  return traits;
+}
+
+// Log fold changes [genes] from `rng` on the type-variable genes (0 elsewhere).
+std::vector<double> log_fold_changes(SynthRng& rng, const std::vector<bool>& type_variable,
+                                     double sdlog) {
+  std::vector<double> shift(type_variable.size(), 0.0);
+  for (std::size_t g = 0; g < shift.size(); ++g) {
+    const double z = rng.normal();  // drawn for every gene: gene g's value does not depend on G
+    if (type_variable[g]) shift[g] = sdlog * z;
+  }
+  return shift;
 }
 
 // `count` distinct genes in [0, genes) with their program weights, from `rng`.
@@ -267,9 +310,18 @@ void draw_program(SynthRng& rng, std::int64_t count, const std::vector<double>& 
 }  // namespace
 
 SyntheticCorpusModel::SyntheticCorpusModel(const SyntheticCorpusOptions& options)
-    : options_(options),
-      baseline_(baseline_weights(options)),
-      sampler_(baseline_, options.dispersion) {
+    : options_(options) {
+  GeneTraits traits = gene_traits(options_);
+  baseline_ = std::move(traits.baseline);
+  module_genes_.resize(kModules);
+  std::vector<std::int32_t> module_slot(baseline_.size(), -1);  // index within its module
+  for (std::size_t g = 0; g < baseline_.size(); ++g) {
+    if (traits.module[g] < 0) continue;
+    auto& members = module_genes_[static_cast<std::size_t>(traits.module[g])];
+    module_slot[g] = static_cast<std::int32_t>(members.size());
+    members.push_back(static_cast<std::int32_t>(g));
+  }
+
   // Cell types.
   if (options_.ontology.empty()) {
     synthetic_terms_ = synthetic_cell_ontology(options_.cell_types);
@@ -292,7 +344,29 @@ SyntheticCorpusModel::SyntheticCorpusModel(const SyntheticCorpusOptions& options
   double baseline_total = 0.0;
   for (double w : baseline_) baseline_total += w;
 
+  std::map<std::string, std::vector<double>> lineage_shifts;  // by parent id
+  std::vector<double> weights(baseline_.size());
+  std::vector<std::vector<double>> module_weights(kModules);
   for (const SyntheticCellType& type : types_) {
+    // Fold changes: the lineage's (shared by siblings) and the type's own.
+    SynthRng own_shift(options_.seed, kTypeShiftStream, hash_text(type.id));
+    const std::vector<double> shift =
+        log_fold_changes(own_shift, traits.type_variable, kTypeShiftSdlog);
+    const std::vector<double>* lineage = nullptr;
+    if (!type.parent_id.empty()) {
+      auto [it, added] = lineage_shifts.try_emplace(type.parent_id);
+      if (added) {
+        SynthRng rng(options_.seed, kLineageShiftStream, hash_text(type.parent_id));
+        it->second = log_fold_changes(rng, traits.type_variable, kLineageShiftSdlog);
+      }
+      lineage = &it->second;
+    }
+    for (std::size_t g = 0; g < weights.size(); ++g) {
+      const double log_fold = shift[g] + (lineage ? (*lineage)[g] : 0.0);
+      weights[g] = log_fold == 0.0 ? baseline_[g] : baseline_[g] * std::exp(log_fold);
+    }
+
+    // Marker programs replace the weights of their genes.
     std::map<std::int32_t, double> program;
     if (!type.parent_id.empty()) {
       SynthRng shared(options_.seed, kParentProgramStream, hash_text(type.parent_id));
@@ -300,21 +374,34 @@ SyntheticCorpusModel::SyntheticCorpusModel(const SyntheticCorpusOptions& options
     }
     SynthRng own(options_.seed, kTypeProgramStream, hash_text(type.id));
     draw_program(own, own_genes, baseline_, high_weight, program);
-    Program flat;
-    double total = baseline_total;
-    for (const auto& [gene, weight] : program) {
-      flat.genes.push_back(gene);
-      flat.weights.push_back(weight);
-      total += weight - baseline_[static_cast<std::size_t>(gene)];
+    for (const auto& [gene, weight] : program) weights[static_cast<std::size_t>(gene)] = weight;
+
+    // Split by module: module genes are drawn at the cell's module activity.
+    for (int k = 0; k < kModules; ++k) {
+      module_weights[k].assign(module_genes_[k].size(), 0.0);
     }
-    programs_.push_back(std::move(flat));
-    total_weight_.push_back(total);
+    double total = 0.0;
+    std::size_t top = 0;
+    for (std::size_t g = 0; g < weights.size(); ++g) {
+      total += weights[g];
+      if (weights[g] > weights[top]) top = g;
+      if (traits.module[g] < 0) continue;
+      module_weights[static_cast<std::size_t>(traits.module[g])]
+                    [static_cast<std::size_t>(module_slot[g])] = weights[g];
+      weights[g] = 0.0;
+    }
+    TypeExpression expression{
+        SparseNbSampler(weights, options_.dispersion), {}, total, static_cast<std::int32_t>(top)};
+    for (int k = 0; k < kModules; ++k) {
+      expression.modules.emplace_back(module_weights[k], options_.dispersion);
+    }
+    expression_.push_back(std::move(expression));
   }
 
   // Calibration: the scale at which a type's expected non-zero count is the target, found by
   // Newton's method on log(scale), safeguarded by bisection. Since the count is monotone in the
-  // scale and the library size is log-normal around the median scale, the median cell has about
-  // the target count.
+  // scale and the library size and module activities are log-normal around their medians, the
+  // median cell has about the target count.
   const auto target = static_cast<double>(effective_nnz_median(options_));
   double x = std::log(target / baseline_total);
   for (int t = 0; t < static_cast<int>(types_.size()); ++t) {
@@ -346,21 +433,18 @@ SyntheticCorpusModel::SyntheticCorpusModel(const SyntheticCorpusOptions& options
 
 double SyntheticCorpusModel::expected_nonzeros(int type, double scale,
                                                double* derivative_by_log_scale) const {
-  double sum = sampler_.expected_nonzeros(scale, derivative_by_log_scale);
-  const NegativeBinomial& nb = sampler_.distribution();
-  const Program& program = programs_[type];
-  for (std::size_t i = 0; i < program.genes.size(); ++i) {
-    double up = 0.0;
-    double down = 0.0;
-    sum += nb.nonzero_probability(scale * program.weights[i], &up) -
-           nb.nonzero_probability(scale * baseline_[program.genes[i]], &down);
-    if (derivative_by_log_scale) *derivative_by_log_scale += up - down;
+  const TypeExpression& expression = expression_[static_cast<std::size_t>(type)];
+  double sum = expression.outside_modules.expected_nonzeros(scale, derivative_by_log_scale);
+  for (const SparseNbSampler& module : expression.modules) {
+    double derivative = 0.0;
+    sum += module.expected_nonzeros(scale, &derivative);
+    if (derivative_by_log_scale) *derivative_by_log_scale += derivative;
   }
   return sum;
 }
 
 double SyntheticCorpusModel::median_library_size(int type) const {
-  return median_scale_[type] * total_weight_[type];
+  return median_scale_[type] * expression_[static_cast<std::size_t>(type)].total_weight;
 }
 
 std::string SyntheticCorpusModel::gene_id(std::int64_t gene) const {
@@ -436,47 +520,27 @@ void SyntheticCorpusModel::generate_cell(std::int64_t file, std::int64_t cell,
       static_cast<std::ptrdiff_t>(types_.size()) - 1,
       std::upper_bound(sample.composition.begin(), sample.composition.end(), u) -
           sample.composition.begin()));
-  const Program& program = programs_[out.type];
-  const auto by_gene = [](const GeneCount& a, const GeneCount& b) { return a.gene < b.gene; };
-  const NegativeBinomial& nb = sampler_.distribution();
-  std::vector<GeneCount> program_counts;
+  const TypeExpression& expression = expression_[static_cast<std::size_t>(out.type)];
+  double activity[kModules];
+  for (double& a : activity) a = std::exp(kModuleActivitySdlog * rng.normal());
+  std::vector<GeneCount> module_counts;
   // CELLxGENE requires at least one count per cell: a cell that came out empty (possible only for
   // tiny nnz-median) is drawn again with a new library size.
   out.counts.clear();
   for (int attempt = 0; attempt < 64 && out.counts.empty(); ++attempt) {
     const double scale = median_scale_[out.type] * std::exp(options_.library_sdlog * rng.normal());
-    out.counts.clear();
-    sampler_.sample(rng, scale, out.counts);
-    std::sort(out.counts.begin(), out.counts.end(), by_gene);
-    // The baseline draw covers every gene; the program genes are replaced by their own draws
-    // (both lists ascending: one merge pass).
-    program_counts.clear();
-    for (std::size_t i = 0; i < program.genes.size(); ++i) {
-      const double mean = scale * program.weights[i];
-      const double zero = nb.zero_probability(mean);
-      if (rng.uniform() >= zero) {
-        program_counts.push_back(
-            {program.genes[i], static_cast<std::uint32_t>(nb.sample_positive(rng, mean, zero))});
+    expression.outside_modules.sample(rng, scale, out.counts);
+    for (int k = 0; k < kModules; ++k) {
+      module_counts.clear();
+      expression.modules[k].sample(rng, scale * activity[k], module_counts);
+      for (const GeneCount& entry : module_counts) {
+        out.counts.push_back({module_genes_[k][static_cast<std::size_t>(entry.gene)], entry.count});
       }
     }
-    std::size_t kept = 0;
-    std::size_t p = 0;
-    for (const GeneCount& entry : out.counts) {
-      while (p < program.genes.size() && program.genes[p] < entry.gene) ++p;
-      if (p < program.genes.size() && program.genes[p] == entry.gene) continue;
-      out.counts[kept++] = entry;
-    }
-    out.counts.resize(kept);
-    const std::size_t middle = out.counts.size();
-    out.counts.insert(out.counts.end(), program_counts.begin(), program_counts.end());
-    std::inplace_merge(out.counts.begin(), out.counts.begin() + static_cast<std::ptrdiff_t>(middle),
-                       out.counts.end(), by_gene);
   }
-  if (out.counts.empty()) {
-    const auto top = std::max_element(program.weights.begin(), program.weights.end());
-    out.counts.push_back(
-        {program.genes[static_cast<std::size_t>(top - program.weights.begin())], 1});
-  }
+  std::sort(out.counts.begin(), out.counts.end(),
+            [](const GeneCount& a, const GeneCount& b) { return a.gene < b.gene; });
+  if (out.counts.empty()) out.counts.push_back({expression.top_gene, 1});
   out.x = out.y = 0.0;
   if (sample.spatial) {
     // Each type sits in its own niche of the sample's tissue section.

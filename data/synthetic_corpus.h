@@ -1,6 +1,7 @@
 // The synthetic CELLxGENE-like corpus: a generative model of raw counts (negative binomial from
-// per-cell-type gene programs, log-normal library sizes) and its writer, which streams each file
-// as an anndata >= 0.8 .h5ad in bounded memory and lists the files in DIR/manifest.yaml.
+// per-cell-type expression with lineage/type fold changes and marker programs, gene modules whose
+// activity varies from cell to cell, log-normal library sizes) and its writer, which streams each
+// file as an anndata >= 0.8 .h5ad in bounded memory and lists the files in DIR/manifest.yaml.
 //
 // Determinism: every value depends only on the options (chiefly the seed), the file index and the
 // cell index, so the same options give byte-identical files whatever the rank count or
@@ -87,11 +88,18 @@ struct SyntheticCell {
   std::vector<GeneCount> counts;  ///< non-zero counts, ascending by gene; never empty
 };
 
-/// The generative model: genes (ids ENSG00000000001.., symbols SYN00001..), per-gene baseline
-/// weights (log-normal), per-type programs (own genes and a program shared with its ontology
-/// siblings, mostly up-regulated), samples with random type compositions, and per-type median
-/// library sizes calibrated so that the expected non-zero count at the median is nnz_median.
+/// The generative model: genes (ids ENSG00000000001.., symbols SYN00001..) with baseline weights
+/// (log-normal over five orders of magnitude); per-type weights: on the type-variable half of the
+/// genes the baseline times a log-normal fold change shared by ontology siblings and one of the
+/// type's own (the other half are housekeeping genes), and marker programs (own genes and a
+/// program shared with its ontology siblings, mostly up-regulated) replacing those; gene modules
+/// whose activity each cell draws anew (continuous states within a type: the genes of a module
+/// rise and fall together); samples with random type compositions; and per-type median library
+/// sizes calibrated so that the expected non-zero count of a cell at the median library size and
+/// median module activity is nnz_median. The mean count of gene g in a cell is
+/// library scale * type weight(g) * activity(module of g, 1 outside modules).
 /// Building it reads the ontology file (if any); afterwards it is immutable and thread-safe.
+/// Memory: O(cell_types * genes).
 class SyntheticCorpusModel {
  public:
   explicit SyntheticCorpusModel(const SyntheticCorpusOptions& options);
@@ -127,19 +135,22 @@ class SyntheticCorpusModel {
   double median_library_size(int type) const;
 
  private:
-  struct Program {
-    std::vector<std::int32_t> genes;  ///< ascending
-    std::vector<double> weights;      ///< the type's weight of each gene (baseline replaced)
+  // One type's weights, split by module so that each module's genes can be drawn at the cell's
+  // activity of that module.
+  struct TypeExpression {
+    SparseNbSampler outside_modules;       ///< [genes] weights, 0 for module genes
+    std::vector<SparseNbSampler> modules;  ///< [modules][module genes] (indices into module_genes_)
+    double total_weight = 0;               ///< over all genes
+    std::int32_t top_gene = 0;             ///< the highest weight (a cell that came out empty)
   };
 
   SyntheticCorpusOptions options_;
   std::vector<OntologyTerm> synthetic_terms_;
   std::vector<SyntheticCellType> types_;
-  std::vector<double> baseline_;  // [genes]
-  SparseNbSampler sampler_;
-  std::vector<Program> programs_;  // [types]
-  std::vector<double> median_scale_;
-  std::vector<double> total_weight_;  // [types]
+  std::vector<double> baseline_;                         // [genes]
+  std::vector<std::vector<std::int32_t>> module_genes_;  // [modules][module genes], ascending
+  std::vector<TypeExpression> expression_;               // [types]
+  std::vector<double> median_scale_;                     // [types]
   std::uint64_t spatial_offset_ = 0;
 };
 
