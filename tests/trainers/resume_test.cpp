@@ -43,6 +43,7 @@ class ResumeTest : public ::testing::Test {
         << "data:\n  files: [" << path("corpus") << "/*.h5ad]\n  batch_cells: " << kBatchCells
         << "\n  block_cells: 8\n  shuffle_blocks: 4\n  gene_stats: " << path("stats-run")
         << "/gene_stats.tsv\n"
+        << "optimizer:\n  learning_rate: 3.0e-3\n"
         << "schedule:\n  name: constant\n  warmup_steps: 4\n"
         << "evaluation:\n  every_steps: 6\n  batches: 2\n"
         << "checkpoint:\n  every_steps: 6\n"
@@ -402,7 +403,7 @@ TEST_F(ResumeTest, SpecChangesThatBreakTheCheckpointAreRefusedByKey) {
   const ProcessResult slower =
       train("spec", {"run.max_steps=8", "optimizer.learning_rate=0.001"}, 2, "auto");
   ASSERT_EQ(slower.exit_code, 0) << slower.out << slower.err;
-  EXPECT_NE(slower.out.find("optimizer.learning_rate: 0.01 -> 0.001"), std::string::npos)
+  EXPECT_NE(slower.out.find("optimizer.learning_rate: 0.003 -> 0.001"), std::string::npos)
       << slower.out;
   for (const json& line : metrics("spec")) {
     if (line["step"].get<int>() > 6 && line.contains("lr")) {
