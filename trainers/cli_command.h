@@ -51,5 +51,7 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
 int run_bench_comm(const std::vector<std::string>& args, CliContext& context);
 /// `bench exceiver` (likewise).
 int run_bench_exceiver(const std::vector<std::string>& args, CliContext& context);
+/// `bench checkpoint` (likewise).
+int run_bench_checkpoint(const std::vector<std::string>& args, CliContext& context);
 
 }  // namespace cellfm::trainers

@@ -1,4 +1,5 @@
-// cellfm under mpiexec -n 2: errors every rank hits are printed once; checks pass across ranks.
+// cellfm under mpiexec -n 2: errors every rank hits are printed once; checks pass across ranks;
+// bench checkpoint runs with each rank hashing its own files.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -107,6 +108,18 @@ TEST(ErrorHandler, AgreedErrorIsPrintedOnceWithoutAbort) {
   EXPECT_EQ(result.exit_code, 2) << result.err;
   EXPECT_EQ(count_occurrences(result.err, "every rank learns of this one"), 1) << result.err;
   EXPECT_EQ(result.err.find("MPI_ABORT"), std::string::npos) << result.err;
+}
+
+TEST(CliMpi, BenchCheckpointHashesOnEachRank) {
+  TempDir dir;
+  const ProcessResult result = mpi_cellfm(2, {"bench", "checkpoint", "--bytes", "4000000",
+                                              "--repeats", "1", "--dir", dir.path(), "--json"});
+  ASSERT_EQ(result.exit_code, 0) << result.err;
+  EXPECT_NE(result.out.find("\"ranks\": 2,"), std::string::npos) << result.out;
+  // Two model and two optimizer shards, two RNG files, three text files and the manifest.
+  EXPECT_NE(result.out.find("\"files\": 10,"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("\"aggregate_mb_per_s\""), std::string::npos) << result.out;
+  EXPECT_EQ(count_occurrences(result.out, "\"implementation\""), 1) << result.out;  // rank 0 prints
 }
 
 }  // namespace
