@@ -107,6 +107,10 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
                        family->state());
     json shapes = json::object();
     for (const auto& [name, tensor] : weights) shapes[name] = tensor.sizes().vec();
+    json state_shapes = json::object();  // the family state's arrays, as named in the file
+    for (const auto& [name, tensor] : family->state().tensors) {
+      state_shapes[kFamilyStatePrefix + name] = tensor.sizes().vec();
+    }
     const YAML::Node resolved = YAML::Load(info.spec_yaml);
     const json model_json = {{"format", "cellfm-model-1"},
                              {"family", o.model.family},
@@ -115,7 +119,8 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
                              {"options", yaml_to_json(resolved["model"][o.model.family])},
                              {"genes", info.vocabulary},
                              {"labels", labels},
-                             {"tensors", shapes}};
+                             {"tensors", shapes},
+                             {"state_tensors", state_shapes}};
     core::write_file_atomically(fs::path(output).replace_extension(".json").string(),
                                 model_json.dump(1) + "\n");
     std::printf("exported %s (step %lld, %s): %s and %s\n", dir.c_str(),

@@ -206,23 +206,21 @@ TEST_F(ResumeTest, DataParallelChangeFinishesTheEpochExactlyOnce) {
       EXPECT_TRUE(std::isfinite(line["loss"].get<double>()));
     }
   }
-  // The loss curve continues: the 1-rank continuation's mean loss over steps 6-10 is within 15%
-  // of an uninterrupted 2-rank run's over the same steps (same weights at step 5, other cells).
-  ASSERT_EQ(train("dp-ref", {"run.max_steps=10"}, 2).exit_code, 0);
-  const auto mean_loss = [&](const std::string& run) {
-    double sum = 0;
-    int count = 0;
+  // The loss curve continues: 7 steps after the shared step-5 weights, the 1-rank continuation's
+  // held-out loss at step 12 (the same held-out cells and masks) is within 15% of an
+  // uninterrupted 2-rank run's. (Training losses of single batches differ by +-30% between
+  // batches of the synthetic corpus, so they are not compared.)
+  ASSERT_EQ(train("dp-ref", {"run.max_steps=12"}, 2).exit_code, 0);
+  const auto eval_loss_at_12 = [&](const std::string& run) {
     for (const json& line : metrics(run)) {
-      const std::int64_t step = line["step"];
-      if (step >= 6 && step <= 10 && line.contains("loss")) {
-        sum += line["loss"].get<double>();
-        ++count;
+      if (line["step"].get<std::int64_t>() == 12 && line.contains("eval_loss")) {
+        return line["eval_loss"].get<double>();
       }
     }
-    EXPECT_EQ(count, 5) << run;
-    return sum / std::max(count, 1);
+    ADD_FAILURE() << run << ": no held-out loss at step 12";
+    return 0.0;
   };
-  const double resumed_loss = mean_loss("dp"), reference_loss = mean_loss("dp-ref");
+  const double resumed_loss = eval_loss_at_12("dp"), reference_loss = eval_loss_at_12("dp-ref");
   EXPECT_NEAR(resumed_loss, reference_loss, 0.15 * reference_loss);
 
   const json end = trainer_state(checkpoint("dp", static_cast<int>(epoch_end + 2)));
@@ -495,7 +493,10 @@ TEST_F(ResumeTest, ExportAndTensorBoardReadBackWithoutCellfm) {
        "n = struct.unpack('<Q', raw[:8])[0]\n"
        "header = json.loads(raw[8:8 + n])\n"
        "shapes = {k: v['shape'] for k, v in header.items() if k != '__metadata__'}\n"
-       "assert shapes == meta['tensors'], (shapes, meta['tensors'])\n"
+       "expected = dict(meta['tensors'])\n"
+       "expected.update(meta['state_tensors'])\n"
+       "assert shapes == expected, (shapes, expected)\n"
+       "assert meta['state_tensors']['cellfm_state.gene_mean'] == [len(meta['genes'])]\n"
        "assert meta['options']['dim'] == 16 and meta['family'] == 'exceiver'\n"
        "assert len(meta['genes']) + 1 == shapes['gene_emb.weight'][0]\n"
        "print('ok', len(shapes))\n",
