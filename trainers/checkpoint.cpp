@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -78,24 +79,64 @@ void apply_retention(const fs::path& dir, const RetentionOptions& retention) {
   }
 }
 
+// A manifest entry for a file: its name in the checkpoint directory, size and SHA-256.
+json manifest_entry(const fs::path& path) {
+  const core::FileDigest digest = core::sha256_file(path.string());
+  return {{"name", path.filename().string()}, {"bytes", digest.bytes}, {"sha256", digest.sha256}};
+}
+
+// Every rank's `mine` on rank 0, in rank order (empty elsewhere). Comm has no variable-size
+// gather: one allgather shares the lengths, then an element-wise sum of 32-bit words in which each
+// rank fills only its own span carries the bytes (exact: no word has two contributors). A rank's
+// manifest entries are a few hundred bytes.
+std::vector<std::string> gather_on_rank0(const parallel::Comm& comm, const std::string& mine) {
+  const std::vector<std::uint64_t> lengths = comm.allgather(mine.size());
+  std::vector<std::size_t> offsets(lengths.size() + 1, 0);  // in words
+  for (std::size_t r = 0; r < lengths.size(); ++r) {
+    offsets[r + 1] = offsets[r] + (lengths[r] + 3) / 4;
+  }
+  std::vector<std::uint32_t> words(offsets.back(), 0);
+  const auto rank = static_cast<std::size_t>(comm.rank());
+  if (!mine.empty()) std::memcpy(words.data() + offsets[rank], mine.data(), mine.size());
+  comm.allreduce_sum(words);
+  std::vector<std::string> all;
+  if (rank != 0) return all;
+  for (std::size_t r = 0; r < lengths.size(); ++r) {
+    all.emplace_back(reinterpret_cast<const char*>(words.data() + offsets[r]), lengths[r]);
+  }
+  return all;
+}
+
+// `reported`: each rank's manifest entries for the files it wrote (a JSON array per rank).
 void commit(const fs::path& dir, const fs::path& temporary, const CheckpointPart& part,
-            int world_size) {
+            int world_size, const std::vector<std::string>& reported) {
+  std::map<std::string, json> entries;  // by name: the manifest lists the files sorted by name
   for (const auto& [name, text] : part.text_files) {
     core::write_file_atomically((temporary / name).string(), text);
+    entries[name] = manifest_entry(temporary / name);
   }
   if (part.family_state) {
     write_family_state_file((temporary / kFamilyStateFile).string(), *part.family_state);
+    entries[kFamilyStateFile] = manifest_entry(temporary / kFamilyStateFile);
   }
-  std::vector<std::string> names;
-  for (const auto& entry : fs::directory_iterator(temporary)) {
-    names.push_back(entry.path().filename().string());
+  for (std::size_t rank = 0; rank < reported.size(); ++rank) {
+    for (json& entry : json::parse(reported[rank])) {
+      const std::string name = entry.at("name").get<std::string>();
+      const auto [at, added] = entries.emplace(name, entry);
+      if (!added && at->second != entry) {
+        throw core::SystemError("checkpoint " + temporary.string() + ": rank " +
+                                std::to_string(rank) + " and another rank both wrote " + name);
+      }
+    }
   }
-  std::sort(names.begin(), names.end());
+  // A file written without recording its digest is hashed here, so the manifest still lists
+  // every file in the directory.
+  for (const auto& file : fs::directory_iterator(temporary)) {
+    const std::string name = file.path().filename().string();
+    if (entries.count(name) == 0) entries[name] = manifest_entry(file.path());
+  }
   json files = json::array();
-  for (const std::string& name : names) {
-    const core::FileDigest digest = core::sha256_file((temporary / name).string());
-    files.push_back({{"name", name}, {"bytes", digest.bytes}, {"sha256", digest.sha256}});
-  }
+  for (auto& [name, entry] : entries) files.push_back(std::move(entry));
   const json manifest = {{"format", kFormat},
                          {"step", part.step},
                          {"topology",
@@ -145,20 +186,28 @@ std::string write_checkpoint(const std::string& checkpoints_dir, const Checkpoin
     }
     fs::create_directories(temporary);
   });
+  // Each rank hashes the files it wrote right after writing them (from its page cache, all ranks
+  // at once); rank 0 gathers the entries for the manifest.
+  json written = json::array();
   parallel::run_agreed(world, [&] {
     if (part.dp_rank == 0) {
-      write_sharded(temporary / sharded_file("model", part.tp_rank, part.tp_size), part.model);
-      write_sharded(temporary / sharded_file("optimizer", part.tp_rank, part.tp_size),
-                    part.optimizer);
+      const fs::path model = temporary / sharded_file("model", part.tp_rank, part.tp_size);
+      write_sharded(model, part.model);
+      written.push_back(manifest_entry(model));
+      const fs::path optimizer = temporary / sharded_file("optimizer", part.tp_rank, part.tp_size);
+      write_sharded(optimizer, part.optimizer);
+      written.push_back(manifest_entry(optimizer));
     }
     if (part.rng_state.defined()) {
-      core::write_safetensors((temporary / rng_file(world.rank())).string(),
-                              {{"cpu", part.rng_state}});
+      const fs::path rng = temporary / rng_file(world.rank());
+      core::write_safetensors(rng.string(), {{"cpu", part.rng_state}});
+      written.push_back(manifest_entry(rng));
     }
   });
+  const std::vector<std::string> reported = gather_on_rank0(world, written.dump());
   parallel::run_agreed(world, [&] {
     if (world.rank() != 0) return;
-    commit(dir, temporary, part, world.size());
+    commit(dir, temporary, part, world.size(), reported);
     apply_retention(dir, retention);
   });
   return (dir / checkpoint_name(part.step)).string();

@@ -16,9 +16,10 @@
 //                                         people and scripts; resume scans the directories)
 //   .tmp-step_000001234/                  a checkpoint being written (removed if abandoned)
 //
-// Commit protocol: every rank writes its files into the .tmp directory (each file fsynced); the
-// ranks agree that all writes succeeded; rank 0 hashes the files, writes the manifest, fsyncs,
-// renames the directory to its final name, fsyncs the parent and rewrites `latest` atomically.
+// Commit protocol: every rank writes its files into the .tmp directory (each file fsynced) and
+// hashes each right after writing it; the ranks agree that all writes succeeded; rank 0 gathers
+// the (name, bytes, SHA-256) entries, writes its own files and the manifest, fsyncs, renames the
+// directory to its final name, fsyncs the parent and rewrites `latest` atomically.
 // A crash at any moment leaves either a complete, verifiable checkpoint or a .tmp directory that
 // resume ignores.
 #pragma once
