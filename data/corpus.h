@@ -38,7 +38,7 @@ struct CorpusOptions {
   /// The vocabulary in row order (a trained model's genes, from its weights); takes precedence
   /// over vocabulary_file when not empty.
   std::vector<std::string> vocabulary_genes;
-  std::string gene_column;                   ///< empty: the var index
+  std::string gene_column;  ///< empty: the var index
   std::string gene_map_file;
   int max_open_files = 8;  ///< files kept open for reading (least recently used closed)
   int decode_threads = 2;  ///< threads decoding compressed chunks (0: HDF5's own reads)

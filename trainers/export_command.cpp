@@ -11,8 +11,8 @@
 #include "parallel/agreement.h"
 #include "parallel/rank_grid.h"
 #include "trainers/checkpoint.h"
-#include "trainers/family/family_builder.h"
 #include "trainers/cli_command.h"
+#include "trainers/family/family_builder.h"
 #include "trainers/trainer_state.h"
 #include "trainers/weights_file.h"
 
@@ -82,8 +82,8 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
     info = read_checkpoint_info(dir);
     state =
         parse_trainer_state(info.trainer_state, (fs::path(dir) / "trainer_state.json").string());
-    spec =
-        load_training_spec((fs::path(dir) / "spec.yaml").string(), {"parallel.tensor_parallel=1", "run.device=cpu"});
+    spec = load_training_spec((fs::path(dir) / "spec.yaml").string(),
+                              {"parallel.tensor_parallel=1", "run.device=cpu"});
   });
   const core::ExperimentOptions& o = spec.experiment.options;
   parallel::run_agreed(world, [&] {
@@ -103,8 +103,7 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
     const core::NamedTensors weights = family->full_state_dict();
     if (world.rank() != 0) return;
     const std::vector<std::string> labels = family->predicted_label_names();
-    write_weights_file(output, weights, o.model.family, info.step, info.spec_yaml,
-                       family->state());
+    write_weights_file(output, weights, o.model.family, info.step, info.spec_yaml, family->state());
     json shapes = json::object();
     for (const auto& [name, tensor] : weights) shapes[name] = tensor.sizes().vec();
     json state_shapes = json::object();  // the family state's arrays, as named in the file

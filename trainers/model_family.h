@@ -41,7 +41,7 @@ struct FamilyContext {
   const FamilyOptions& family_options;
   const parallel::RankGrid& grid;
   std::shared_ptr<parallel::Communicator> tensor_parallel;  ///< over grid.tensor_parallel
-  torch::Device device = torch::kCPU;  ///< where the model's parameters live
+  torch::Device device = torch::kCPU;                       ///< where the model's parameters live
 };
 
 /// What a family needs from the data. `train`, `embed`, `check` and `bench` honour it and refuse

@@ -29,9 +29,9 @@ double learning_rate_at(const core::OptimizerOptions& optimizer,
   return peak * (floor + (1.0 - floor) * shape);
 }
 
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const core::OptimizerOptions& o,
-                                                        const std::vector<ParameterInfo>& parameters,
-                                                        std::vector<double>& lr_scales) {
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(
+    const core::OptimizerOptions& o, const std::vector<ParameterInfo>& parameters,
+    std::vector<double>& lr_scales) {
   const std::vector<std::string>& names = parameter_group_names();
   const auto known = [&](const std::string& group) {
     return std::find(names.begin(), names.end(), group) != names.end();
@@ -66,17 +66,25 @@ std::unique_ptr<torch::optim::Optimizer> make_optimizer(const core::OptimizerOpt
     const double decay = decays ? o.weight_decay : 0.0;
     std::unique_ptr<torch::optim::OptimizerOptions> options;
     if (o.name == "adam") {
-      options = std::make_unique<torch::optim::AdamOptions>(
-          torch::optim::AdamOptions(o.learning_rate).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(decay));
+      options =
+          std::make_unique<torch::optim::AdamOptions>(torch::optim::AdamOptions(o.learning_rate)
+                                                          .betas({o.beta1, o.beta2})
+                                                          .eps(o.eps)
+                                                          .weight_decay(decay));
     } else {
-      options = std::make_unique<torch::optim::AdamWOptions>(
-          torch::optim::AdamWOptions(o.learning_rate).betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(decay));
+      options =
+          std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(o.learning_rate)
+                                                           .betas({o.beta1, o.beta2})
+                                                           .eps(o.eps)
+                                                           .weight_decay(decay));
     }
     groups.emplace_back(std::move(tensors), std::move(options));
     const auto scale = scales.find(name);
     lr_scales.push_back(scale == scales.end() ? 1.0 : scale->second);
   }
-  const auto defaults = [&](auto options) { return options.betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay); };
+  const auto defaults = [&](auto options) {
+    return options.betas({o.beta1, o.beta2}).eps(o.eps).weight_decay(o.weight_decay);
+  };
   if (o.name == "adam") {
     return std::make_unique<torch::optim::Adam>(
         std::move(groups), defaults(torch::optim::AdamOptions(o.learning_rate)));

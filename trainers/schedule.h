@@ -27,9 +27,9 @@ double learning_rate_at(const core::OptimizerOptions& optimizer,
 /// for the groups in optimizer.no_decay. `lr_scales` receives each group's optimizer.lr_scale.
 /// Throws UsageError naming optimizer.no_decay / optimizer.lr_scale for an unknown group or a
 /// scale that is not a positive number.
-std::unique_ptr<torch::optim::Optimizer> make_optimizer(const core::OptimizerOptions& optimizer,
-                                                        const std::vector<ParameterInfo>& parameters,
-                                                        std::vector<double>& lr_scales);
+std::unique_ptr<torch::optim::Optimizer> make_optimizer(
+    const core::OptimizerOptions& optimizer, const std::vector<ParameterInfo>& parameters,
+    std::vector<double>& lr_scales);
 
 /// Sets parameter group g's learning rate to learning_rate x lr_scales[g] (1 where absent).
 void set_learning_rate(torch::optim::Optimizer& optimizer, double learning_rate,

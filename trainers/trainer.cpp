@@ -106,7 +106,8 @@ class Trainer {
     resume_from_ = choose_resume_checkpoint(launch.resume);
     std::optional<FamilyState> saved_state;
     if (!resume_from_.empty()) {
-      parallel::run_agreed(world, [&] { saved_state = read_checkpoint_info(resume_from_).family_state; });
+      parallel::run_agreed(world,
+                           [&] { saved_state = read_checkpoint_info(resume_from_).family_state; });
     }
     comm_options.name = "tensor-parallel";
     BuiltFamily built = build_family(spec, world, grid_, saved_state ? &*saved_state : nullptr,
@@ -343,9 +344,9 @@ class Trainer {
         meter.reset(Clock::now());
       }
 
-      const std::string reason = checkpoints_.reason(
-          done, stop_signal != 0 ? stop_signal_name(stop_signal) : "",
-          flags[kTimeDue].item<int>() != 0);
+      const std::string reason =
+          checkpoints_.reason(done, stop_signal != 0 ? stop_signal_name(stop_signal) : "",
+                              flags[kTimeDue].item<int>() != 0);
       if (!reason.empty()) {
         loader.reset();  // its prefetch may hold HDF5; the checkpoint does not need it
         summary.checkpoint = write_checkpoint_now(reason);

@@ -194,8 +194,7 @@ TEST(PcaScores, RecoversAKnownAxisAndVariance) {
   EXPECT_GE(variance[1].item<double>(), variance[2].item<double>());
   const torch::Tensor all = pca_scores(x, 50);
   ASSERT_EQ(all.size(1), 5);
-  EXPECT_NEAR(all.var(0, false).sum().item<double>(), x.var(0, false).sum().item<double>(),
-              1e-9);
+  EXPECT_NEAR(all.var(0, false).sum().item<double>(), x.var(0, false).sum().item<double>(), 1e-9);
 }
 
 TEST(LogNormalise, ScanpyNormalizeTotalThenLog1p) {

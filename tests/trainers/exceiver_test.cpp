@@ -25,12 +25,12 @@
 #include "parallel/comm.h"
 #include "parallel/communicator.h"
 #include "parallel/data_parallel.h"
-#include "parallel/shards.h"
 #include "parallel/rank_grid.h"
-#include "trainers/model_family.h"
+#include "parallel/shards.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
 #include "trainers/exceiver/exceiver_options.h"
+#include "trainers/model_family.h"
 
 namespace cellfm::trainers::exceiver {
 namespace {
@@ -512,10 +512,9 @@ TEST(ExceiverModel, ForwardMatchesFloat64Recomputation) {
 
   std::vector<torch::Tensor> latents, predictions;
   for (std::int64_t b = 0; b < 3; ++b) {
-    const auto [latent, predicted] =
-        ref_model(w, options.layers, options.heads, options.cross_heads, in.encoder.gene_ids[b],
-                  in.encoder.values[b],
-                  in.encoder.zero_or_pad[b].to(torch::kFloat64), in.query_ids[b]);
+    const auto [latent, predicted] = ref_model(
+        w, options.layers, options.heads, options.cross_heads, in.encoder.gene_ids[b],
+        in.encoder.values[b], in.encoder.zero_or_pad[b].to(torch::kFloat64), in.query_ids[b]);
     latents.push_back(latent);
     predictions.push_back(predicted);
   }

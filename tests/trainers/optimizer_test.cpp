@@ -120,9 +120,9 @@ struct Tiny : torch::nn::Module {
     linear = register_module("linear", torch::nn::Linear(3, 2));
     norm = register_module("norm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({2})));
     table = register_module("table", torch::nn::Embedding(5, 2));
-    head = register_module("head", torch::nn::Sequential(torch::nn::LayerNorm(
-                                         torch::nn::LayerNormOptions({2})),
-                                     torch::nn::Linear(2, 1)));
+    head = register_module(
+        "head", torch::nn::Sequential(torch::nn::LayerNorm(torch::nn::LayerNormOptions({2})),
+                                      torch::nn::Linear(2, 1)));
     scale = register_parameter("scale", torch::ones({2}));
   }
   torch::nn::Linear linear{nullptr};
@@ -135,9 +135,9 @@ struct Tiny : torch::nn::Module {
 TEST(ParameterGroups, ByOwningModule) {
   Tiny tiny;
   const std::map<std::string, std::string> expected = {
-      {"linear.weight", "weights"}, {"linear.bias", "biases"},   {"norm.weight", "norms"},
+      {"linear.weight", "weights"}, {"linear.bias", "biases"},      {"norm.weight", "norms"},
       {"norm.bias", "norms"},       {"table.weight", "embeddings"}, {"head.0.weight", "norms"},
-      {"head.0.bias", "norms"},     {"head.1.weight", "weights"}, {"head.1.bias", "biases"},
+      {"head.0.bias", "norms"},     {"head.1.weight", "weights"},   {"head.1.bias", "biases"},
       {"scale", "weights"}};
   std::size_t seen = 0;
   for (const auto& item : tiny.named_parameters()) {

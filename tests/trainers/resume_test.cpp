@@ -5,17 +5,17 @@
 // are refused; non-finite steps are skipped, then rolled back or stopped; TensorBoard reads back.
 #include <gtest/gtest.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
 #include "core/safetensors.h"
-#include "trainers/checkpoint.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
+#include "trainers/checkpoint.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -128,7 +128,8 @@ class ResumeTest : public ::testing::Test {
     }
     ASSERT_FALSE(parts.empty()) << dir << " " << prefix;
     std::vector<std::map<std::string, torch::Tensor>> loaded;
-    for (int r = 0; r < to; ++r) loaded.push_back(load_checkpoint_tensors(info, prefix, dims, r, to));
+    for (int r = 0; r < to; ++r)
+      loaded.push_back(load_checkpoint_tensors(info, prefix, dims, r, to));
     int sharded = 0;
     for (const auto& [name, pieces] : parts) {
       const std::int64_t dim = dims.at(name);
@@ -376,9 +377,9 @@ TEST_F(ResumeTest, EveryBreakingChangeIsRefusedByKey) {
     std::ofstream out(path("reversed_vocabulary.txt"));
     for (const std::string& gene : genes) out << gene << '\n';
   }
-  const ProcessResult vocabulary = train(
-      "breaking", {"run.max_steps=8", "data.vocabulary=" + path("reversed_vocabulary.txt")}, 2,
-      "auto");
+  const ProcessResult vocabulary =
+      train("breaking", {"run.max_steps=8", "data.vocabulary=" + path("reversed_vocabulary.txt")},
+            2, "auto");
   EXPECT_EQ(vocabulary.exit_code, 2) << vocabulary.out << vocabulary.err;
   EXPECT_NE((vocabulary.out + vocabulary.err).find("the vocabulary changed"), std::string::npos)
       << vocabulary.out << vocabulary.err;

@@ -218,7 +218,8 @@ TEST_F(TrainTest, TrainComputesGeneStatisticsAndTheWeightsCarryThem) {
     ASSERT_EQ(std[g].item<double>(), stats.stddev[static_cast<std::size_t>(g)]) << g;
   }
   // The checkpoints carry the same state.
-  EXPECT_TRUE(std::filesystem::exists(path("run/checkpoints/step_000000080/family_state.safetensors")));
+  EXPECT_TRUE(
+      std::filesystem::exists(path("run/checkpoints/step_000000080/family_state.safetensors")));
 }
 
 // Every held-out evaluation reports the per-gene-mean and PCA k-NN baselines beside the model.
@@ -228,9 +229,9 @@ TEST_F(TrainTest, EvaluationsReportTheBaselinesBesideTheModel) {
   for (const json& line : metrics("run")) {
     if (!line.contains("eval_loss")) continue;
     ++evaluations;
-    for (const char* key : {"eval_explained_variance", "eval_gene_mean_explained_variance",
-                            "eval_gene_mean_mse", "eval_knn_accuracy", "eval_pca_knn_accuracy",
-                            "eval_knn_cells"}) {
+    for (const char* key :
+         {"eval_explained_variance", "eval_gene_mean_explained_variance", "eval_gene_mean_mse",
+          "eval_knn_accuracy", "eval_pca_knn_accuracy", "eval_knn_cells"}) {
       ASSERT_TRUE(line.contains(key)) << key << " missing in " << line.dump();
     }
     // The per-gene mean explains a good part of the variance of non-zero values, not all of it.
@@ -268,10 +269,9 @@ TEST_F(TrainTest, EmbedNeedsOnlyTheWeightsAndRefusesAContradictingSpec) {
        "512"});
   ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
 
-  const ProcessResult contradicting =
-      cellfm({"embed", path("spec.yaml"), "--set", "model.exceiver.dim=8", "--weights",
-              path("run/weights.safetensors"), "--input", input, "--output",
-              path("embedded_bad.h5ad")});
+  const ProcessResult contradicting = cellfm(
+      {"embed", path("spec.yaml"), "--set", "model.exceiver.dim=8", "--weights",
+       path("run/weights.safetensors"), "--input", input, "--output", path("embedded_bad.h5ad")});
   EXPECT_EQ(contradicting.exit_code, 2) << contradicting.out << contradicting.err;
   EXPECT_NE(contradicting.err.find("model.exceiver.dim is 8"), std::string::npos)
       << contradicting.err;

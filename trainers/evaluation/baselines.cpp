@@ -65,7 +65,9 @@ void GeneMeanBaseline::add_reference(const torch::Tensor& gene_ids, const torch:
   ref_sum_.index_add_(0, ids, y);
 }
 
-bool GeneMeanBaseline::has_reference() const { return ref_count_.sum().item<double>() > 0; }
+bool GeneMeanBaseline::has_reference() const {
+  return ref_count_.sum().item<double>() > 0;
+}
 
 torch::Tensor GeneMeanBaseline::sums() const {
   torch::Tensor tail = torch::tensor({error_square_, error_}, torch::kFloat64);
@@ -79,7 +81,9 @@ void GeneMeanBaseline::set_sums(const torch::Tensor& sums) {
                                 std::to_string(5 * genes_ + 2) + " values, got " +
                                 std::to_string(s.numel()));
   }
-  const auto part = [&](std::int64_t i) { return s.slice(0, i * genes_, (i + 1) * genes_).clone(); };
+  const auto part = [&](std::int64_t i) {
+    return s.slice(0, i * genes_, (i + 1) * genes_).clone();
+  };
   count_ = part(0);
   sum_ = part(1);
   square_ = part(2);
@@ -134,16 +138,19 @@ double knn_label_accuracy(const torch::Tensor& points, const torch::Tensor& labe
   const std::int64_t neighbours = std::min(k, n - 1);
   const auto* label = y.data_ptr<std::int64_t>();
   std::int64_t correct = 0;
-  const std::int64_t block = std::max<std::int64_t>(1, (1 << 22) / std::max<std::int64_t>(1, n * x.size(1)));
+  const std::int64_t block =
+      std::max<std::int64_t>(1, (1 << 22) / std::max<std::int64_t>(1, n * x.size(1)));
   for (std::int64_t begin = 0; begin < n; begin += block) {
     const std::int64_t end = std::min(n, begin + block);
     torch::Tensor d = (x.slice(0, begin, end).unsqueeze(1) - x.unsqueeze(0)).pow(2).sum(2);
-    for (std::int64_t i = begin; i < end; ++i) d[i - begin][i] = std::numeric_limits<double>::infinity();
+    for (std::int64_t i = begin; i < end; ++i)
+      d[i - begin][i] = std::numeric_limits<double>::infinity();
     const auto nearest = d.topk(neighbours, 1, /*largest=*/false, /*sorted=*/true);
     const torch::Tensor index = std::get<1>(nearest).contiguous();
     for (std::int64_t i = begin; i < end; ++i) {
       const auto* row = index[i - begin].data_ptr<std::int64_t>();
-      std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>> votes;  // label -> (count, first rank)
+      std::map<std::int64_t, std::pair<std::int64_t, std::int64_t>>
+          votes;  // label -> (count, first rank)
       for (std::int64_t r = 0; r < neighbours; ++r) {
         auto [at, fresh] = votes.try_emplace(label[row[r]], 0, r);
         ++at->second.first;

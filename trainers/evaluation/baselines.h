@@ -46,9 +46,9 @@ class GeneMeanBaseline {
 
  private:
   std::int64_t genes_;
-  torch::Tensor count_, sum_, square_;      // [genes] float64, held out: n, Σy, Σy²
-  torch::Tensor ref_count_, ref_sum_;       // [genes] float64, reference: r, R
-  double error_square_ = 0, error_ = 0;     // the model's Σe², Σe (e = y − prediction)
+  torch::Tensor count_, sum_, square_;   // [genes] float64, held out: n, Σy, Σy²
+  torch::Tensor ref_count_, ref_sum_;    // [genes] float64, reference: r, R
+  double error_square_ = 0, error_ = 0;  // the model's Σe², Σe (e = y − prediction)
 };
 
 /// Leave-one-out k-nearest-neighbour accuracy of `labels` [n] int64 (< 0: unlabelled, neither

@@ -38,15 +38,14 @@ void HeldOutEvaluation::add(const data::LoadedBatch& batch) {
   const bool keep_expression = !pca_knn_.has_value();
   torch::Tensor expression;
   if (keep_expression) {
-    expression = torch::zeros({static_cast<std::int64_t>(out.embedded_cells.size()), options_.genes},
-                              torch::kFloat32);
+    expression = torch::zeros(
+        {static_cast<std::int64_t>(out.embedded_cells.size()), options_.genes}, torch::kFloat32);
   }
   for (std::size_t i = 0; i < out.embedded_cells.size(); ++i) {
     const auto found = row_of.find(out.embedded_cells[i]);
     const std::int64_t r = found == row_of.end() ? -1 : found->second;
-    labels_.push_back(r >= 0 && !batch.data.labels.empty()
-                          ? batch.data.labels[static_cast<std::size_t>(r)]
-                          : -1);
+    labels_.push_back(
+        r >= 0 && !batch.data.labels.empty() ? batch.data.labels[static_cast<std::size_t>(r)] : -1);
     if (!keep_expression || r < 0) continue;
     float* row = expression[static_cast<std::int64_t>(i)].data_ptr<float>();
     for (std::int64_t at = cells.offsets[static_cast<std::size_t>(r)];
@@ -89,9 +88,9 @@ std::vector<std::pair<std::string, double>> HeldOutEvaluation::finish() {
   }
   std::vector<std::pair<std::string, double>> metrics = family_.evaluation_metrics(total);
 
-  torch::Tensor flags = torch::tensor({reconstructs_ ? 1.0 : 0.0, embeddings_.empty() ? 0.0 : 1.0,
-                                       non_integer_ ? 1.0 : 0.0},
-                                      torch::kFloat64);
+  torch::Tensor flags = torch::tensor(
+      {reconstructs_ ? 1.0 : 0.0, embeddings_.empty() ? 0.0 : 1.0, non_integer_ ? 1.0 : 0.0},
+      torch::kFloat64);
   dp_.allreduce(flags, parallel::ReduceOp::max);
   if (!reference_given_) {
     // The training entries of every rank, once: later evaluations reuse them.
@@ -113,8 +112,8 @@ std::vector<std::pair<std::string, double>> HeldOutEvaluation::finish() {
   }
   if (flags[1].item<double>() > 0) {
     const std::int64_t dim = family_.embedding_dim();
-    torch::Tensor local = embeddings_.empty() ? torch::zeros({0, dim}, torch::kFloat64)
-                                              : torch::cat(embeddings_);
+    torch::Tensor local =
+        embeddings_.empty() ? torch::zeros({0, dim}, torch::kFloat64) : torch::cat(embeddings_);
     torch::Tensor labels = torch::tensor(labels_, torch::kInt64).to(torch::kFloat64);
     if (labels.numel() == 0) labels = torch::zeros({0}, torch::kFloat64);
     const torch::Tensor gathered = gather_rows(torch::cat({local, labels.unsqueeze(1)}, 1));

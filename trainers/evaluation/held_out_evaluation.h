@@ -19,7 +19,7 @@
 namespace cellfm::trainers {
 
 struct HeldOutEvaluationOptions {
-  std::int64_t genes = 0;           ///< vocabulary size (the reconstruction's gene ids)
+  std::int64_t genes = 0;            ///< vocabulary size (the reconstruction's gene ids)
   std::int64_t knn_neighbours = 15;  ///< k of the k-NN label accuracy
   std::int64_t pca_components = 50;
 };

@@ -157,7 +157,8 @@ ExceiverModelImpl::ExceiverModelImpl(const ExceiverOptions& options, std::int64_
       torch::nn::Embedding(
           torch::nn::EmbeddingOptions(genes + (classes > 0 ? 2 : 1), d).padding_idx(genes)));
   query_emb = register_parameter("query_emb", torch::zeros({options.latents, d}));
-  encoder_cross_attn = register_module("encoder_cross_attn", CrossAttention(d, options.cross_heads, tp_));
+  encoder_cross_attn =
+      register_module("encoder_cross_attn", CrossAttention(d, options.cross_heads, tp_));
   auto process = register_module("process_self_attn", std::make_shared<torch::nn::Module>());
   auto transformer = process->register_module("transformer", std::make_shared<torch::nn::Module>());
   auto layers = transformer->register_module("layers", torch::nn::ModuleList());
@@ -166,7 +167,8 @@ ExceiverModelImpl::ExceiverModelImpl(const ExceiverOptions& options, std::int64_
         ProcessLayer(d, options.heads, options.feedforward, options.dropout, tp_));
     layers->push_back(process_layers.back());
   }
-  decoder_cross_attn = register_module("decoder_cross_attn", CrossAttention(d, options.cross_heads, tp_));
+  decoder_cross_attn =
+      register_module("decoder_cross_attn", CrossAttention(d, options.cross_heads, tp_));
   mlp = register_module("mlp", torch::nn::Sequential(layer_norm(d), torch::nn::Linear(d, 1),
                                                      exact_gelu(), torch::nn::Linear(1, 1)));
   if (classes > 0) {

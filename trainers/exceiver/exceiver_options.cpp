@@ -23,7 +23,9 @@ void ExceiverOptions::add_fields(core::SpecSchema& schema) {
   schema.add("model.exceiver.layers", &layers, "post-norm process layers (released: 8)")
       .at_least(0)
       .at_most(512);
-  schema.add("model.exceiver.heads", &heads, "process layers' attention heads, dividing dim (released: 4)")
+  schema
+      .add("model.exceiver.heads", &heads,
+           "process layers' attention heads, dividing dim (released: 4)")
       .at_least(1)
       .at_most(4096);
   schema

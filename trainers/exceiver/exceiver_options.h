@@ -18,10 +18,10 @@ enum class ZeroGenes { reference, exclude, drop };
 ZeroGenes parse_zero_genes(const std::string& name);
 
 struct ExceiverOptions : FamilyOptions {
-  std::int64_t dim = 4;             ///< gene embedding = latent width (seq_dim = query_dim)
-  std::int64_t latents = 128;       ///< latent array length (query_len)
-  std::int64_t layers = 8;          ///< post-norm process layers
-  std::int64_t heads = 4;           ///< attention heads of the process layers
+  std::int64_t dim = 4;        ///< gene embedding = latent width (seq_dim = query_dim)
+  std::int64_t latents = 128;  ///< latent array length (query_len)
+  std::int64_t layers = 8;     ///< post-norm process layers
+  std::int64_t heads = 4;      ///< attention heads of the process layers
   /// Attention heads of the encoder and decoder cross-attention blocks: the reference's CrossAttn
   /// always has 4 (its num_heads default is never passed nhead), whatever `heads` is.
   std::int64_t cross_heads = 4;

@@ -68,8 +68,7 @@ void check_raw_counts(const data::CsrBatch& cells, const data::Corpus& corpus) {
 
 BuiltFamily build_family(const TrainingSpec& spec, const parallel::Comm& world,
                          const parallel::RankGrid& grid, const FamilyState* state,
-                         const data::Corpus* training,
-                         parallel::CommunicatorOptions comm_options) {
+                         const data::Corpus* training, parallel::CommunicatorOptions comm_options) {
   const core::ExperimentOptions& o = spec.experiment.options;
   const ModelFamilyEntry& entry = model_family(o.model.family);
   BuiltFamily built;

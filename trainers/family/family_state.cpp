@@ -55,8 +55,7 @@ const torch::Tensor& FamilyState::tensor(const std::string& name) const {
 std::int64_t FamilyState::integer(const std::string& name) const {
   const auto found = values.find(name);
   char* end = nullptr;
-  const long long value =
-      found == values.end() ? 0 : std::strtoll(found->second.c_str(), &end, 10);
+  const long long value = found == values.end() ? 0 : std::strtoll(found->second.c_str(), &end, 10);
   if (found == values.end() || found->second.empty() || *end != '\0') {
     throw core::InputError("family state: no integer '" + name + "'");
   }

@@ -30,12 +30,14 @@ TrainingSpec load_trained_spec(const std::string& yaml, const std::string& weigh
   try {
     return load_training_spec(pattern, {});
   } catch (const core::Error& error) {
-    throw core::InputError(weights_path + ": the spec it was trained with does not load: " +
-                           error.what());
+    throw core::InputError(weights_path +
+                           ": the spec it was trained with does not load: " + error.what());
   }
 }
 
-bool is_model_key(const std::string& key) { return key.rfind("model.", 0) == 0; }
+bool is_model_key(const std::string& key) {
+  return key.rfind("model.", 0) == 0;
+}
 
 }  // namespace
 

@@ -17,8 +17,7 @@ CheckpointPolicy::CheckpointPolicy(const core::CheckpointOptions& options, std::
     : options_(options), max_steps_(max_steps), last_(start) {}
 
 bool CheckpointPolicy::minutes_due(Clock::time_point now) const {
-  return options_.every_minutes > 0 &&
-         seconds_between(last_, now) >= options_.every_minutes * 60.0;
+  return options_.every_minutes > 0 && seconds_between(last_, now) >= options_.every_minutes * 60.0;
 }
 
 std::string CheckpointPolicy::reason(std::int64_t done, const std::string& stop_signal_name,

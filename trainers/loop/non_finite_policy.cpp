@@ -3,8 +3,7 @@
 
 namespace cellfm::trainers {
 
-NonFinitePolicy::Action NonFinitePolicy::after_step(bool finite,
-                                                    std::int64_t& consecutive) const {
+NonFinitePolicy::Action NonFinitePolicy::after_step(bool finite, std::int64_t& consecutive) const {
   if (finite) {
     consecutive = 0;
     return Action::step;

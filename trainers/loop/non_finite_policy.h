@@ -25,7 +25,9 @@ class NonFinitePolicy {
   std::string refusal(std::int64_t rollbacks, bool has_checkpoint) const;
 
   /// The learning-rate scale after a rollback from `scale`.
-  double scale_after_rollback(double scale) const { return scale * options_.nan_rollback_lr_factor; }
+  double scale_after_rollback(double scale) const {
+    return scale * options_.nan_rollback_lr_factor;
+  }
 
  private:
   core::FaultOptions options_;
