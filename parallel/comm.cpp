@@ -2,6 +2,7 @@
 #include "parallel/comm.h"
 
 #include <algorithm>
+#include <utility>
 
 #include "core/error.h"
 #include "parallel/mpi_native.h"
@@ -156,24 +157,27 @@ Comm Comm::split(int color, int key) const {
   return Comm(std::move(handle));
 }
 
-int Comm::node_size() const {
+namespace {
+
+// This rank's (rank, size) among the ranks of `comm` on its node (shared-memory split).
+std::pair<int, int> node_position(MPI_Comm comm) {
   MPI_Comm node = MPI_COMM_NULL;
-  CELLFM_MPI_CHECK(
-      MPI_Comm_split_type(handle_->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int size = 1;
+  CELLFM_MPI_CHECK(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
+  int rank = 0, size = 1;
+  CELLFM_MPI_CHECK(MPI_Comm_rank(node, &rank));
   CELLFM_MPI_CHECK(MPI_Comm_size(node, &size));
   CELLFM_MPI_CHECK(MPI_Comm_free(&node));
-  return size;
+  return {rank, size};
+}
+
+}  // namespace
+
+int Comm::node_size() const {
+  return node_position(handle_->comm).second;
 }
 
 int Comm::node_rank() const {
-  MPI_Comm node = MPI_COMM_NULL;
-  CELLFM_MPI_CHECK(
-      MPI_Comm_split_type(handle_->comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
-  int rank = 0;
-  CELLFM_MPI_CHECK(MPI_Comm_rank(node, &rank));
-  CELLFM_MPI_CHECK(MPI_Comm_free(&node));
-  return rank;
+  return node_position(handle_->comm).first;
 }
 
 }  // namespace cellfm::parallel
