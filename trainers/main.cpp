@@ -1,5 +1,5 @@
 // The cellfm executable.
-#include "trainers/cli.h"
+#include "trainers/cli/cli.h"
 
 int main(int argc, char** argv) {
   return cellfm::trainers::run_cli(argc, argv);

@@ -8,7 +8,7 @@
 #include "core/experiment_options.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
-#include "trainers/model_family.h"
+#include "trainers/family/model_family.h"
 
 namespace cellfm::trainers {
 namespace {

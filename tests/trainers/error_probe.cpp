@@ -7,7 +7,7 @@
 #include "core/error.h"
 #include "parallel/agreement.h"
 #include "parallel/mpi_runtime.h"
-#include "trainers/error_handler.h"
+#include "trainers/cli/error_handler.h"
 
 int main(int argc, char** argv) {
   using namespace cellfm;

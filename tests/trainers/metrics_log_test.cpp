@@ -1,6 +1,6 @@
 // MetricsLog: lines written as JSON numbers, and a resumed run keeping the lines up to its
 // checkpoint (read back with nlohmann::json), dropping later ones and a line cut by a killed run.
-#include "trainers/metrics_log.h"
+#include "trainers/logging/metrics_log.h"
 
 #include <gtest/gtest.h>
 

@@ -6,8 +6,8 @@
 #include <cmath>
 
 #include "core/error.h"
-#include "trainers/parameter_groups.h"
-#include "trainers/schedule.h"
+#include "trainers/optim/parameter_groups.h"
+#include "trainers/optim/schedule.h"
 
 namespace cellfm::trainers {
 namespace {

@@ -15,7 +15,7 @@
 #include "core/safetensors.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
-#include "trainers/checkpoint.h"
+#include "trainers/checkpointing/checkpoint.h"
 
 namespace cellfm::trainers {
 namespace {

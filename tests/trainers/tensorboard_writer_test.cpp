@@ -2,7 +2,7 @@
 // bitwise CRC-32C and a hand-written protobuf decoder): values, steps, wall times and tags read
 // back; the bytes of a protobuf-based writer; a file cut inside its last record keeps the records
 // before it; a flipped byte fails a CRC.
-#include "trainers/tensorboard_writer.h"
+#include "trainers/logging/tensorboard_writer.h"
 
 #include <gtest/gtest.h>
 #include <unistd.h>

@@ -14,7 +14,7 @@
 #include "data/loader.h"
 #include "parallel/communicator.h"
 #include "trainers/evaluation/baselines.h"
-#include "trainers/model_family.h"
+#include "trainers/family/model_family.h"
 
 namespace cellfm::trainers {
 

@@ -11,7 +11,7 @@
 #include "parallel/agreement.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
-#include "trainers/parameter_groups.h"
+#include "trainers/optim/parameter_groups.h"
 
 namespace cellfm::trainers::exceiver {
 

@@ -1,7 +1,7 @@
-// Exceiver as a model family: its registry entry (trainers/model_families.cpp).
+// Exceiver as a model family: its registry entry (trainers/family/model_families.cpp).
 #pragma once
 
-#include "trainers/model_family.h"
+#include "trainers/family/model_family.h"
 
 namespace cellfm::trainers::exceiver {
 

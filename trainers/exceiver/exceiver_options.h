@@ -5,7 +5,7 @@
 #include <cstdint>
 #include <string>
 
-#include "trainers/model_family.h"
+#include "trainers/family/model_family.h"
 
 namespace cellfm::trainers::exceiver {
 

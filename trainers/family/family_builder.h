@@ -12,7 +12,7 @@
 #include "parallel/comm.h"
 #include "parallel/communicator.h"
 #include "parallel/rank_grid.h"
-#include "trainers/model_family.h"
+#include "trainers/family/model_family.h"
 
 namespace cellfm::trainers {
 

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "trainers/model_family.h"
+#include "trainers/family/model_family.h"
 
 namespace cellfm::trainers {
 

@@ -1,0 +1,153 @@
+// `cellfm embed SPEC --weights W --input in.h5ad --output out.h5ad`: inference over any h5ad the
+// reader accepts, each data-parallel rank streaming its share of cells, writing a copy of the
+// input with the cell embeddings in obsm (and a classifier's predictions in obs).
+
+#include "core/error.h"
+#include "core/log.h"
+#include "core/safetensors.h"
+#include "data/h5ad_embedding_writer.h"
+#include "parallel/agreement.h"
+#include "parallel/rank_grid.h"
+#include "trainers/checkpointing/weights_file.h"
+#include "trainers/cli/cli_command.h"
+#include "trainers/family/family_builder.h"
+#include "trainers/family/model_family.h"
+#include "trainers/family/weights_spec.h"
+
+namespace cellfm::trainers {
+
+namespace po = boost::program_options;
+
+int run_embed_command(const std::vector<std::string>& args, CliContext& context) {
+  const parallel::Comm& world = context.world;
+  po::options_description options;
+  options.add_options()("spec", po::value<std::string>(),
+                        "an experiment spec (default: the one the weights were trained with)")(
+      "weights", po::value<std::string>()->required(),
+      "a .safetensors written by cellfm train or export")(
+      "input", po::value<std::string>()->required(), "the .h5ad to embed")(
+      "output", po::value<std::string>()->required(), "the .h5ad to write (a copy plus obsm)")(
+      "set", po::value<std::vector<std::string>>()->composing(), "override a spec key")(
+      "batch-cells", po::value<std::int64_t>()->default_value(256), "cells per forward pass")(
+      "label-column", po::value<std::string>(),
+      "obs column for a classifier's predictions (default: predicted_<data.label_column>)");
+  po::positional_options_description positional;
+  positional.add("spec", 1);
+  const auto values = parse_command_options(
+      "embed",
+      "cellfm embed [SPEC] --weights W --input in.h5ad --output out.h5ad [--set KEY=VALUE]... "
+      "[--batch-cells N] [--label-column NAME]\n"
+      "Writes out.h5ad: in.h5ad plus obsm/X_<family> [cells, embedding] (and, for a classifier, "
+      "the predicted labels in obs). The weights carry the model's options, genes and "
+      "statistics; SPEC (default: the spec the weights were trained with) may set the data and "
+      "run keys, and a model.* key that contradicts the weights is an error.",
+      options, positional, args, world);
+  if (!values) return 0;
+  const std::string spec_path = values->count("spec") ? (*values)["spec"].as<std::string>() : "";
+  const std::string weights_path = (*values)["weights"].as<std::string>();
+  const std::string input = (*values)["input"].as<std::string>();
+  const std::string output = (*values)["output"].as<std::string>();
+  const std::int64_t batch_cells = (*values)["batch-cells"].as<std::int64_t>();
+  if (batch_cells < 1 || batch_cells > (1 << 20)) {
+    throw core::UsageError("cellfm embed: --batch-cells must be in [1, 1048576], got " +
+                           std::to_string(batch_cells));
+  }
+  const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
+                                              : std::vector<std::string>{};
+
+  TrainingSpec spec;
+  WeightsFile weights;
+  parallel::run_agreed(world, [&] {
+    weights = read_weights_file(weights_path);
+    spec = spec_for_weights(spec_path, overrides, weights.spec_yaml, weights_path);
+  });
+  const core::ExperimentOptions& o = spec.experiment.options;
+  const FamilyNeeds needs = model_family(o.model.family).needs(spec.selected());
+
+  const parallel::RankGrid grid =
+      parallel::RankGrid::create(world, static_cast<int>(o.parallel.tensor_parallel));
+  data::CorpusOptions corpus_options = data::corpus_options(
+      o.data, static_cast<std::uint64_t>(o.run.seed), data::CorpusSplit::train);
+  corpus_options.files = {input};
+  corpus_options.filters.clear();
+  corpus_options.validation_fraction = 0;
+  corpus_options.validation_files.clear();
+  corpus_options.validation_column.clear();
+  corpus_options.validation_values.clear();
+  corpus_options.label_column.clear();
+  corpus_options.group_column.clear();
+  corpus_options.spatial_obsm.clear();
+  corpus_options.spatial_columns.clear();
+  corpus_options.vocabulary_file.clear();
+  corpus_options.vocabulary_genes = weights.state.genes;
+  corpus_options.keep_empty_cells = true;
+  const data::Corpus corpus(corpus_options, world);
+
+  parallel::CommunicatorOptions comm_options;
+  comm_options.name = "tensor-parallel";
+  BuiltFamily built = build_family(spec, world, grid, &weights.state, nullptr, comm_options);
+  std::unique_ptr<ModelFamily>& family = built.family;
+  parallel::run_agreed(world, [&] { family->load_full_state_dict(weights.weights); });
+  weights = {};
+
+  data::EmbeddingOutputOptions output_options;
+  output_options.obsm_key = family->embedding_key();
+  output_options.dim = family->embedding_dim();
+  output_options.label_names = family->predicted_label_names();
+  if (!output_options.label_names.empty()) {
+    output_options.label_column =
+        values->count("label-column")
+            ? (*values)["label-column"].as<std::string>()
+            : "predicted_" + (o.data.label_column.empty() ? "label" : o.data.label_column);
+  }
+  data::EmbeddingWriter writer(input, output, output_options, world);
+  parallel::run_agreed(world, [&] {
+    if (writer.cells() != corpus.cells()) {
+      throw core::SystemError(input + ": " + std::to_string(writer.cells()) +
+                              " obs rows but the reader found " + std::to_string(corpus.cells()) +
+                              " cells");
+    }
+  });
+
+  // Each data-parallel rank embeds a contiguous share; its tensor-parallel group computes
+  // together and the group's first rank writes.
+  const std::int64_t cells = corpus.cells();
+  const std::int64_t begin = cells * grid.dp_rank / grid.dp_size;
+  const std::int64_t end = cells * (grid.dp_rank + 1) / grid.dp_size;
+  const auto start = std::chrono::steady_clock::now();
+  parallel::run_agreed(world, [&] {
+    for (std::int64_t at = begin; at < end; at += batch_cells) {
+      data::LoadedBatch batch;
+      batch.data = corpus.read(at, std::min(end, at + batch_cells));
+      if (needs.raw_counts) check_raw_counts(batch.data.cells, corpus);
+      const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
+      const torch::Tensor embedding = out.embedding.contiguous();
+      std::vector<std::int32_t> codes;
+      if (out.predicted.defined()) {
+        const torch::Tensor predicted = out.predicted.to(torch::kInt32).contiguous();
+        codes.assign(predicted.data_ptr<std::int32_t>(),
+                     predicted.data_ptr<std::int32_t>() + predicted.numel());
+      }
+      if (grid.tp_rank == 0) {
+        writer.write_rows(at, embedding.size(0), embedding.data_ptr<float>(),
+                          codes.empty() ? nullptr : codes.data());
+      }
+    }
+  });
+  writer.commit();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (world.rank() == 0) {
+    std::printf("embedded %s cells of %s in %.1f s on %d ranks: %s obsm/%s [%lld x %lld]%s\n",
+                data::with_thousands(cells).c_str(), input.c_str(), seconds, world.size(),
+                output.c_str(), output_options.obsm_key.c_str(), static_cast<long long>(cells),
+                static_cast<long long>(output_options.dim),
+                output_options.label_column.empty()
+                    ? ""
+                    : (", obs/" + output_options.label_column).c_str());
+    std::fflush(stdout);
+  }
+  return 0;
+}
+
+}  // namespace cellfm::trainers
