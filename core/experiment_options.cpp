@@ -9,7 +9,7 @@ namespace cellfm::core {
 
 bool RunOptions::operator==(const RunOptions& o) const {
   return name == o.name && dir == o.dir && seed == o.seed && max_steps == o.max_steps &&
-         device == o.device;
+         device == o.device && precision == o.precision;
 }
 bool DataOptions::operator==(const DataOptions& o) const {
   return files == o.files && batch_cells == o.batch_cells && matrix == o.matrix &&
@@ -30,7 +30,7 @@ bool OptimizerOptions::operator==(const OptimizerOptions& o) const {
   return name == o.name && learning_rate == o.learning_rate && weight_decay == o.weight_decay &&
          beta1 == o.beta1 && beta2 == o.beta2 && eps == o.eps && max_grad_norm == o.max_grad_norm &&
          accumulation_steps == o.accumulation_steps && no_decay == o.no_decay &&
-         lr_scale == o.lr_scale;
+         lr_scale == o.lr_scale && zero == o.zero;
 }
 bool ScheduleOptions::operator==(const ScheduleOptions& o) const {
   return name == o.name && warmup_steps == o.warmup_steps &&
@@ -72,6 +72,11 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
            "where the model runs: auto (a CUDA GPU when one is visible, else the CPU), cpu, cuda "
            "(one GPU per rank, by the rank's position on its node)")
       .choices({"auto", "cpu", "cuda"});
+  schema
+      .add("run.precision", &o.run.precision,
+           "fp32, or bf16: the training forward under bfloat16 autocast (matrix products in "
+           "bf16), float32 weights, gradients, optimiser and loss")
+      .choices({"fp32", "bf16"});
 
   schema.add("data.files", &o.data.files, "the .h5ad files and globs of the corpus").required();
   schema.add("data.batch_cells", &o.data.batch_cells, "cells per batch on each data-parallel rank")
@@ -160,6 +165,8 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
              "embeddings); []: decay everything, as the reference Exceiver");
   schema.add("optimizer.lr_scale", &o.optimizer.lr_scale,
              "learning-rate multiplier per parameter group, e.g. {embeddings: 0.1}");
+  schema.add("optimizer.zero", &o.optimizer.zero,
+             "shard the optimiser state across the data-parallel ranks (ZeRO stage 1)");
 
   schema.add("schedule.name", &o.schedule.name, "the decay after warmup")
       .choices({"constant", "linear", "cosine"});

@@ -18,7 +18,8 @@ struct RunOptions {
   std::string dir;   ///< default: runs/<name>
   std::int64_t seed = 0;
   std::int64_t max_steps = 1000;
-  std::string device = "auto";  ///< auto | cpu | cuda
+  std::string device = "auto";     ///< auto | cpu | cuda
+  std::string precision = "fp32";  ///< fp32 | bf16 (autocast of the training forward)
   bool operator==(const RunOptions&) const;
 };
 
@@ -67,6 +68,7 @@ struct OptimizerOptions {
   /// Face and Megatron train; [] decays everything (the reference Exceiver).
   std::vector<std::string> no_decay = {"biases", "norms", "embeddings"};
   NamedValues lr_scale;  ///< group -> learning-rate multiplier (default 1)
+  bool zero = false;     ///< shard the optimiser state over the data-parallel ranks (ZeRO-1)
   bool operator==(const OptimizerOptions&) const;
 };
 

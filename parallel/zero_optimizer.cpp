@@ -49,4 +49,38 @@ void ZeroOptimizer::step() {
   dp_->allgather(flat_, mine);
 }
 
+torch::Tensor ZeroOptimizer::flatten(const std::vector<torch::Tensor>& per_parameter) const {
+  CELLFM_CHECK(per_parameter.size() == parameters_.size(), "ZeRO-1: one tensor per parameter");
+  torch::Tensor flat = torch::zeros_like(flat_);
+  std::int64_t offset = 0;
+  for (std::size_t i = 0; i < parameters_.size(); ++i) {
+    const std::int64_t n = parameters_[i].numel();
+    CELLFM_CHECK(per_parameter[i].numel() == n, "ZeRO-1: a tensor differs from its parameter");
+    flat.narrow(0, offset, n).copy_(per_parameter[i].reshape(-1));
+    offset += n;
+  }
+  return flat;
+}
+
+torch::Tensor ZeroOptimizer::shard_of(const torch::Tensor& flat) const {
+  return flat.narrow(0, dp_->rank() * part_, part_);
+}
+
+torch::Tensor ZeroOptimizer::gather(const torch::Tensor& shard) const {
+  CELLFM_CHECK(shard.numel() == part_, "ZeRO-1: a shard has the wrong size");
+  torch::Tensor flat = torch::empty({part_ * dp_->size()}, shard.options());
+  dp_->allgather(flat, shard.contiguous());
+  return flat;
+}
+
+std::vector<torch::Tensor> ZeroOptimizer::unflatten(const torch::Tensor& flat) const {
+  std::vector<torch::Tensor> views;
+  std::int64_t offset = 0;
+  for (const torch::Tensor& p : parameters_) {
+    views.push_back(flat.narrow(0, offset, p.numel()).view(p.sizes()));
+    offset += p.numel();
+  }
+  return views;
+}
+
 }  // namespace cellfm::parallel

@@ -35,6 +35,20 @@ class ZeroOptimizer {
   /// Elements of this rank's shard (the parameters the local optimiser updates).
   std::int64_t shard_elements() const { return shard_.numel(); }
   torch::optim::Optimizer& local_optimizer() { return *optimizer_; }
+  /// The leaf the local optimiser holds (its per-parameter state is keyed by it).
+  const torch::Tensor& shard() const { return shard_; }
+
+  // Moving per-element state (e.g. Adam's moments) between the per-parameter layout and the
+  // shards, so it can be saved by parameter name and restored at another data-parallel size.
+  /// The flat [dp * part] layout of tensors shaped like the parameters (in their order), padded
+  /// with zeros.
+  torch::Tensor flatten(const std::vector<torch::Tensor>& per_parameter) const;
+  /// This rank's [part] slice of a flat tensor.
+  torch::Tensor shard_of(const torch::Tensor& flat) const;
+  /// Every rank's [part] tensor, all-gathered into the flat layout (collective over dp).
+  torch::Tensor gather(const torch::Tensor& shard) const;
+  /// Views of a flat tensor shaped like the parameters.
+  std::vector<torch::Tensor> unflatten(const torch::Tensor& flat) const;
 
  private:
   std::vector<torch::Tensor> parameters_;

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "trainers/optim/optimizer_factory.h"
 #include "trainers/optim/parameter_groups.h"
 #include "trainers/optim/schedule.h"
 

@@ -518,5 +518,75 @@ TEST_F(ResumeTest, ExportAndTensorBoardReadBackWithoutCellfm) {
   }
 }
 
+// optimizer.zero: a replicated 1-rank checkpoint resumed with the state sharded over 2 ranks
+// continues as the replicated optimiser does at 2 ranks (model and Adam moments, tensor by
+// tensor); that sharded checkpoint resumed replicated on 1 rank continues as the 1-rank
+// replicated run does. The shards' arithmetic is the replicated one's, element by element.
+TEST_F(ResumeTest, ZeroShardedStateMatchesReplicatedAcrossDataParallelSizes) {
+  ASSERT_EQ(train("zero-a", {"run.max_steps=6"}, 1).exit_code, 0);
+  fs::copy(path("zero-a"), path("zero-b"), fs::copy_options::recursive);
+  const std::vector<std::string> every3 = {"run.max_steps=9", "checkpoint.every_steps=3"};
+  ASSERT_EQ(train("zero-a", every3, 2, "auto").exit_code, 0);
+  std::vector<std::string> sharded = every3;
+  sharded.push_back("optimizer.zero=true");
+  const ProcessResult zero = train("zero-b", sharded, 2, "auto");
+  ASSERT_EQ(zero.exit_code, 0) << zero.out << zero.err;
+  EXPECT_NE(zero.out.find("resumed from"), std::string::npos) << zero.out;
+  std::ifstream log(path("zero-b") + "/logs/rank_00001.log");
+  const std::string rank1((std::istreambuf_iterator<char>(log)), std::istreambuf_iterator<char>());
+  EXPECT_NE(rank1.find("(ZeRO-1: 1/2 of it)"), std::string::npos) << rank1;
+  for (const char* file : {"/model.tp0-of-1.safetensors", "/optimizer.tp0-of-1.safetensors"}) {
+    expect_same_tensors(checkpoint("zero-a", 9) + file, checkpoint("zero-b", 9) + file, 1e-6);
+  }
+  const std::vector<std::string> to12 = {"run.max_steps=12", "checkpoint.every_steps=3"};
+  ASSERT_EQ(train("zero-a", to12, 1, "auto").exit_code, 0);
+  ASSERT_EQ(train("zero-b", to12, 1, "auto").exit_code, 0);
+  for (const char* file : {"/model.tp0-of-1.safetensors", "/optimizer.tp0-of-1.safetensors"}) {
+    expect_same_tensors(checkpoint("zero-a", 12) + file, checkpoint("zero-b", 12) + file, 1e-6);
+  }
+  // The runs did train: the step-12 weights are not the step-6 ones.
+  const auto at6 = core::read_safetensors(checkpoint("zero-a", 6) + "/model.tp0-of-1.safetensors");
+  const auto at12 =
+      core::read_safetensors(checkpoint("zero-b", 12) + "/model.tp0-of-1.safetensors");
+  double moved = 0;
+  for (std::size_t i = 0; i < at6.tensors.size(); ++i) {
+    moved = std::max(moved,
+                     (at6.tensors[i].second - at12.tensors[i].second).abs().max().item<double>());
+  }
+  EXPECT_GT(moved, 1e-3);
+}
+
+// run.precision: bf16 autocasts the forward: the held-out loss after 6 steps is close to the
+// float32 run's (bf16 keeps 8 significant bits) but not equal, and the weights stay float32.
+TEST_F(ResumeTest, Bf16AutocastTrainsCloseToFloat32WithFloat32Weights) {
+  ASSERT_EQ(train("fp32", {"run.max_steps=6"}, 2).exit_code, 0);
+  const ProcessResult bf16 = train("bf16", {"run.max_steps=6", "run.precision=bf16"}, 2);
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.out << bf16.err;
+  const auto eval_loss_at = [&](const std::string& run, std::int64_t step) {
+    for (const json& line : metrics(run)) {
+      if (line["step"].get<std::int64_t>() == step && line.contains("eval_loss")) {
+        return line["eval_loss"].get<double>();
+      }
+    }
+    ADD_FAILURE() << run << ": no held-out loss at step " << step;
+    return 0.0;
+  };
+  const double fp32_loss = eval_loss_at("fp32", 6), bf16_loss = eval_loss_at("bf16", 6);
+  EXPECT_NEAR(bf16_loss, fp32_loss, 0.05 * fp32_loss);
+  EXPECT_LT(bf16_loss, eval_loss_at("bf16", 0));
+  const auto fp32_weights = core::read_safetensors(path("fp32") + "/weights.safetensors");
+  const auto bf16_weights = core::read_safetensors(path("bf16") + "/weights.safetensors");
+  ASSERT_EQ(fp32_weights.tensors.size(), bf16_weights.tensors.size());
+  double differs = 0;
+  for (std::size_t i = 0; i < bf16_weights.tensors.size(); ++i) {
+    const torch::Tensor& tensor = bf16_weights.tensors[i].second;
+    if (!tensor.is_floating_point()) continue;
+    EXPECT_EQ(tensor.scalar_type(), torch::kFloat32) << bf16_weights.tensors[i].first;
+    differs =
+        std::max(differs, (tensor - fp32_weights.tensors[i].second).abs().max().item<double>());
+  }
+  EXPECT_GT(differs, 0.0);
+}
+
 }  // namespace
 }  // namespace cellfm::trainers

@@ -8,12 +8,6 @@ namespace cellfm::trainers {
 
 namespace {
 
-// AdamW's state class mirrors Adam's; both are handled through these accessors.
-struct Moments {
-  std::int64_t step = 0;
-  torch::Tensor exp_avg, exp_avg_sq;
-};
-
 bool is_adamw(torch::optim::Optimizer& optimizer) {
   if (dynamic_cast<torch::optim::AdamW*>(&optimizer) != nullptr) return true;
   if (dynamic_cast<torch::optim::Adam*>(&optimizer) != nullptr) return false;
@@ -37,33 +31,51 @@ std::map<std::string, std::int64_t> optimizer_shard_dims(
   return dims;
 }
 
+// AdamW's state class mirrors Adam's; both are handled through these two.
+std::optional<AdamMoments> adam_moments(torch::optim::Optimizer& optimizer,
+                                        const torch::Tensor& parameter) {
+  const bool adamw = is_adamw(optimizer);
+  torch::optim::OptimizerParamState* state = core::find_optimizer_state(optimizer, parameter);
+  if (state == nullptr) return std::nullopt;
+  const auto read = [](const auto& s) {
+    return AdamMoments{s.step(), s.exp_avg(), s.exp_avg_sq()};
+  };
+  if (adamw) return read(static_cast<torch::optim::AdamWParamState&>(*state));
+  return read(static_cast<torch::optim::AdamParamState&>(*state));
+}
+
+void set_adam_moments(torch::optim::Optimizer& optimizer, const torch::Tensor& parameter,
+                      const AdamMoments& moments) {
+  const auto write = [&](auto state) {
+    state->step(moments.step);
+    state->exp_avg(moments.exp_avg);
+    state->exp_avg_sq(moments.exp_avg_sq);
+    core::set_optimizer_state(optimizer, parameter, std::move(state));
+  };
+  if (is_adamw(optimizer)) {
+    write(std::make_unique<torch::optim::AdamWParamState>());
+  } else {
+    write(std::make_unique<torch::optim::AdamParamState>());
+  }
+}
+
 core::NamedTensors optimizer_state_tensors(torch::optim::Optimizer& optimizer,
                                            const std::vector<ParameterInfo>& parameters) {
-  const bool adamw = is_adamw(optimizer);
   core::NamedTensors out;
   for (const ParameterInfo& p : parameters) {
-    torch::optim::OptimizerParamState* state = core::find_optimizer_state(optimizer, p.tensor);
-    if (state == nullptr) continue;
-    Moments m;
-    if (adamw) {
-      auto& s = static_cast<torch::optim::AdamWParamState&>(*state);
-      m = {s.step(), s.exp_avg(), s.exp_avg_sq()};
-    } else {
-      auto& s = static_cast<torch::optim::AdamParamState&>(*state);
-      m = {s.step(), s.exp_avg(), s.exp_avg_sq()};
-    }
-    out.emplace_back(p.name + ".exp_avg", m.exp_avg.detach());
-    out.emplace_back(p.name + ".exp_avg_sq", m.exp_avg_sq.detach());
-    out.emplace_back(p.name + ".step", torch::tensor({m.step}, torch::kInt64));
+    const std::optional<AdamMoments> m = adam_moments(optimizer, p.tensor);
+    if (!m) continue;
+    out.emplace_back(p.name + ".exp_avg", m->exp_avg.detach());
+    out.emplace_back(p.name + ".exp_avg_sq", m->exp_avg_sq.detach());
+    out.emplace_back(p.name + ".step", torch::tensor({m->step}, torch::kInt64));
   }
   return out;
 }
 
-void load_optimizer_state(torch::optim::Optimizer& optimizer,
-                          const std::vector<ParameterInfo>& parameters,
-                          const std::map<std::string, torch::Tensor>& tensors,
-                          const std::string& source) {
-  const bool adamw = is_adamw(optimizer);
+std::map<std::string, AdamMoments> parameter_moments(
+    const std::vector<ParameterInfo>& parameters,
+    const std::map<std::string, torch::Tensor>& tensors, const std::string& source) {
+  std::map<std::string, AdamMoments> moments;
   for (const ParameterInfo& p : parameters) {
     const char* suffixes[] = {".exp_avg", ".exp_avg_sq", ".step"};
     const torch::Tensor* found[3] = {nullptr, nullptr, nullptr};
@@ -87,22 +99,22 @@ void load_optimizer_state(torch::optim::Optimizer& optimizer,
                                c10::str(p.tensor.sizes()));
       }
     }
-    const torch::Tensor exp_avg = found[0]->to(p.tensor.options()).clone();
-    const torch::Tensor exp_avg_sq = found[1]->to(p.tensor.options()).clone();
-    const std::int64_t step = found[2]->to(torch::kInt64).item<std::int64_t>();
-    if (adamw) {
-      auto state = std::make_unique<torch::optim::AdamWParamState>();
-      state->step(step);
-      state->exp_avg(exp_avg);
-      state->exp_avg_sq(exp_avg_sq);
-      core::set_optimizer_state(optimizer, p.tensor, std::move(state));
-    } else {
-      auto state = std::make_unique<torch::optim::AdamParamState>();
-      state->step(step);
-      state->exp_avg(exp_avg);
-      state->exp_avg_sq(exp_avg_sq);
-      core::set_optimizer_state(optimizer, p.tensor, std::move(state));
-    }
+    moments[p.name] = {found[2]->to(torch::kInt64).item<std::int64_t>(),
+                       found[0]->to(p.tensor.options()).clone(),
+                       found[1]->to(p.tensor.options()).clone()};
+  }
+  return moments;
+}
+
+void load_optimizer_state(torch::optim::Optimizer& optimizer,
+                          const std::vector<ParameterInfo>& parameters,
+                          const std::map<std::string, torch::Tensor>& tensors,
+                          const std::string& source) {
+  is_adamw(optimizer);  // Adam/AdamW only, before anything is read
+  const std::map<std::string, AdamMoments> moments = parameter_moments(parameters, tensors, source);
+  for (const ParameterInfo& p : parameters) {
+    const auto at = moments.find(p.name);
+    if (at != moments.end()) set_adam_moments(optimizer, p.tensor, at->second);
   }
 }
 

@@ -11,8 +11,9 @@ namespace cellfm::trainers::exceiver {
 
 namespace {
 
-torch::nn::LayerNorm layer_norm(std::int64_t dim) {
-  return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5));
+// Float32 under bf16 autocast (run.precision), as torch.autocast runs layer_norm.
+core::Fp32LayerNorm layer_norm(std::int64_t dim) {
+  return core::Fp32LayerNorm(torch::nn::LayerNormOptions({dim}).eps(1e-5));
 }
 
 torch::nn::GELU exact_gelu() {

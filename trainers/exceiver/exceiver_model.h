@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/safetensors.h"
 #include "parallel/parallel_attention.h"
 #include "parallel/tensor_parallel.h"
@@ -34,7 +35,7 @@ class CrossAttentionImpl : public torch::nn::Module {
   torch::Tensor forward(const torch::Tensor& query, const torch::Tensor& kv,
                         const torch::Tensor& bias = torch::Tensor(), bool kv_normalised = false);
 
-  torch::nn::LayerNorm layernorm_kv{nullptr}, layernorm_q{nullptr};
+  core::Fp32LayerNorm layernorm_kv{nullptr}, layernorm_q{nullptr};
   parallel::ParallelAttention cross_attn{nullptr};
   torch::nn::Sequential mlp{nullptr};
 };
@@ -54,7 +55,7 @@ class ProcessLayerImpl : public torch::nn::Module {
   parallel::ParallelAttention self_attn{nullptr};
   parallel::ColumnParallelLinear linear1{nullptr};
   parallel::RowParallelLinear linear2{nullptr};
-  torch::nn::LayerNorm norm1{nullptr}, norm2{nullptr};
+  core::Fp32LayerNorm norm1{nullptr}, norm2{nullptr};
 
  private:
   double dropout_;

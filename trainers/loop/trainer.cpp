@@ -1,6 +1,4 @@
 // The shared training loop (see trainer.h for the run directory's layout).
-#include "trainers/loop/trainer.h"
-
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,6 +12,7 @@
 #include <thread>
 
 #include "core/atomic_file.h"
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/log.h"
 #include "data/keyed_permutation.h"
@@ -33,7 +32,9 @@
 #include "trainers/loop/non_finite_policy.h"
 #include "trainers/loop/step_meter.h"
 #include "trainers/loop/stop_signals.h"
+#include "trainers/loop/trainer.h"
 #include "trainers/optim/schedule.h"
+#include "trainers/optim/training_optimizer.h"
 
 namespace cellfm::trainers {
 
@@ -130,7 +131,7 @@ class Trainer {
     dp_options.zero_unused_gradients = true;
     data_parallel_ =
         std::make_unique<parallel::DataParallel>(named, grid_.data_parallel, dp_, dp_options);
-    optimizer_ = make_optimizer(o_.optimizer, parameters_, lr_scales_);
+    optimizer_ = std::make_unique<TrainingOptimizer>(o_.optimizer, parameters_, dp_);
     state_.train_cells = train_corpus_->cells();
     state_.family = o_.model.family;
     state_.labels = train_corpus_->labels();
@@ -152,7 +153,12 @@ class Trainer {
                                    " held out"
                              : std::string());
 
-    CELLFM_LOG(info) << "rank " << world_.rank() << ": model on " << device_.str();
+    CELLFM_LOG(info) << "rank " << world_.rank() << ": model on " << device_.str() << " ("
+                     << o_.run.precision << "), optimiser state "
+                     << data::with_thousands(optimizer_->local_state_elements()) << " elements"
+                     << (optimizer_->sharded()
+                             ? " (ZeRO-1: 1/" + std::to_string(grid_.dp_size) + " of it)"
+                             : std::string());
     TrainSummary summary;
     summary.run_dir = o_.run.dir;
     const std::string& resume_from = resume_from_;
@@ -221,7 +227,12 @@ class Trainer {
       result.epoch = static_cast<std::int64_t>(batch.epoch);
       torch::manual_seed(step_seed(o_.run.seed, grid_.dp_rank, step * accumulation + micro));
       data_parallel_->set_synchronize(micro + 1 == accumulation);
-      ForwardOutput out = family_->forward(batch.prepared);
+      ForwardOutput out;
+      {
+        const core::Bf16Autocast autocast(device_, o_.run.precision == "bf16");
+        out = family_->forward(batch.prepared);
+      }
+      out.loss = out.loss.to(torch::kFloat32);  // the loss and its backward start in float32
       if (inject) out.loss = out.loss * std::numeric_limits<double>::quiet_NaN();
       (out.loss / static_cast<double>(accumulation)).backward();
       const double cells = static_cast<double>(family_->cells(batch.prepared));
@@ -256,7 +267,7 @@ class Trainer {
     while (state_.step < max_steps) {
       const std::int64_t step = state_.step;
       lr = learning_rate_at(o_.optimizer, o_.schedule, step, max_steps) * state_.lr_scale;
-      set_learning_rate(*optimizer_, lr, lr_scales_);
+      optimizer_->set_learning_rate(lr);
       parallel::set_collective_step(step + 1);  // as the progress lines count it
       data_parallel_->zero_grad();
       const StepResult result = forward_backward(*loader, step, term_names);
@@ -422,12 +433,13 @@ class Trainer {
     part.tp_rank = grid_.tp_rank;
     part.tp_size = grid_.tp_size;
     part.dp_rank = grid_.dp_rank;
+    core::NamedTensors optimizer_state = optimizer_->state_tensors();  // collective when sharded
     if (grid_.dp_rank == 0) {
       for (const ParameterInfo& p : parameters_) {
         part.model.push_back({p.name, p.tensor.detach(), p.shard_dim});
       }
       const auto dims = optimizer_shard_dims(parameters_);
-      for (auto& [name, tensor] : optimizer_state_tensors(*optimizer_, parameters_)) {
+      for (auto& [name, tensor] : optimizer_state) {
         part.optimizer.push_back({name, tensor, dims.at(name)});
       }
     }
@@ -480,9 +492,7 @@ class Trainer {
                                 train_corpus_->vocabulary().genes(), train_corpus_->cells());
       }
       load_model_parameters(info, parameters_, grid_.tp_rank, grid_.tp_size);
-      optimizer_->state().clear();
-      load_optimizer_state(
-          *optimizer_, parameters_,
+      optimizer_->load_state(
           load_checkpoint_tensors(info, "optimizer", optimizer_shard_dims(parameters_),
                                   grid_.tp_rank, grid_.tp_size),
           dir);
@@ -606,8 +616,7 @@ class Trainer {
   std::vector<ParameterInfo> parameters_;
   std::vector<parallel::NormParameter> norm_parameters_;
   std::unique_ptr<parallel::DataParallel> data_parallel_;
-  std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  std::vector<double> lr_scales_;  // per optimiser parameter group
+  std::unique_ptr<TrainingOptimizer> optimizer_;
   TrainerState state_;
   std::unique_ptr<MetricsLog> metrics_;
   std::unique_ptr<TensorBoardWriter> tensorboard_;
