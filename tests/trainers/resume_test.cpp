@@ -580,7 +580,7 @@ TEST_F(ResumeTest, Bf16AutocastTrainsCloseToFloat32WithFloat32Weights) {
   double differs = 0;
   for (std::size_t i = 0; i < bf16_weights.tensors.size(); ++i) {
     const torch::Tensor& tensor = bf16_weights.tensors[i].second;
-    if (!tensor.is_floating_point()) continue;
+    if (bf16_weights.tensors[i].first.rfind("cellfm_state.", 0) == 0) continue;  // statistics
     EXPECT_EQ(tensor.scalar_type(), torch::kFloat32) << bf16_weights.tensors[i].first;
     differs =
         std::max(differs, (tensor - fp32_weights.tensors[i].second).abs().max().item<double>());
