@@ -36,10 +36,12 @@ void check_family_needs(const FamilyNeeds& needs, const core::ExperimentOptions&
                            " needs cell coordinates: set data.spatial_obsm or "
                            "data.spatial_columns");
   }
-  const std::string shape = needs.batch_shape == data::BatchShape::groups ? "groups" : "cells";
-  if (training && options.data.batch_shape != shape) {
-    throw core::UsageError(spec_path + ": model family " + family + " trains on data.batch_shape " +
-                           shape + ", not " + options.data.batch_shape);
+  // A family that needs whole groups refuses batches of single cells; one that reads cells trains
+  // on either shape (a group's cells are a batch of cells).
+  if (training && needs.batch_shape == data::BatchShape::groups &&
+      options.data.batch_shape != "groups") {
+    throw core::UsageError(spec_path + ": model family " + family +
+                           " trains on data.batch_shape groups, not " + options.data.batch_shape);
   }
   if (needs.batch_shape == data::BatchShape::groups && options.data.group_column.empty()) {
     throw core::UsageError(spec_path + ": model family " + family +
