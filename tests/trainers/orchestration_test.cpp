@@ -4,10 +4,12 @@
 //   (the group sizes are chosen so that a step's cell count names its groups), each group once
 //   per epoch, ceil(groups / ranks) steps per epoch; resume is bit-exact, and 1 rank continues
 //   the epoch with the group left;
-// - gradient accumulation (and data parallelism) and clipping: the weights after a step equal a
-//   float64 recomputation of that step (tests/trainers/step_reference.cpp: one batch of all the
-//   micro-batches' cells, torch's clip_grad_norm_ rule, Adam's formula), and the logged loss and
-//   pre-clip gradient norm equal the recomputed ones;
+// - gradient accumulation (with data parallelism, and ZeRO-1) and clipping: the weights after a
+//   step equal a float64 recomputation of that step (tests/trainers/step_reference.cpp: one
+//   batch of all the micro-batches' cells, torch's clip_grad_norm_ rule, Adam's formula), and the
+//   logged loss and pre-clip gradient norm equal the recomputed ones;
+// - a classifier's held-out accuracy and macro F1: those of the confusion matrix of its
+//   predictions on the same cells, recomputed from its checkpoint;
 // - `embed`: every row of obsm/X_exceiver equals its cell's encoding computed in float64 numpy
 //   from the weights file (tests/trainers/embed_reference.py), in obs order.
 #include <gtest/gtest.h>
@@ -317,6 +319,21 @@ TEST_F(OrchestrationTest, AccumulatedMicroBatchesStepLikeOneBatchOfAllTheirCells
             2 * 3 * 8);
   expect_step_matches_reference(path("accumulation"), path("accumulation-step3.safetensors"), 3, 2,
                                 logged.at(3));
+}
+
+// The same with the ZeRO-1 sharded optimiser and clipping at every step (2 ranks x 2 micro-batches
+// of 8 cells, the global norm far above 1): the step equals the float64 one of the replicated
+// optimiser from the checkpoint's moments.
+TEST_F(OrchestrationTest, ShardedOptimizerWithClippingStepsLikeTheReference) {
+  const ProcessResult trained = train("zero",
+                                      {"optimizer.zero=true", "optimizer.accumulation_steps=2",
+                                       "optimizer.max_grad_norm=1.0", "run.max_steps=3"},
+                                      2);
+  ASSERT_EQ(trained.exit_code, 0) << trained.out << trained.err;
+  const auto logged = steps("zero");
+  ASSERT_TRUE(logged.count(3));
+  EXPECT_GT(logged.at(3)["grad_norm"].get<double>(), 2.0) << "clipping is not active";
+  expect_step_matches_reference(path("zero"), path("zero-step3.safetensors"), 3, 2, logged.at(3));
 }
 
 // Steps 1-2 unclipped, then step 3 resumed with optimizer.max_grad_norm a tenth of step 2's
