@@ -35,7 +35,7 @@ struct PageRankOptions {
 /// source would. networkx raises PowerIterationFailedConvergence when a source has not converged
 /// after max_iterations (possible on small bipartite graphs, where the error shrinks only by alpha
 /// per iteration); here that source keeps its last iterate and is reported in `unconverged`.
-/// Float64, LibTorch sparse-dense products: all sources advance together as one [N, K] matrix.
+/// Float64; all sources advance together as one [N, K] block over a CSR adjacency.
 struct PageRankResult {
   torch::Tensor scores;  ///< [N, K] float64: column k = the PPR vector of sources[k]
   std::vector<std::int64_t> iterations;  ///< [K] iterations each source ran
