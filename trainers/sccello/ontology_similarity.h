@@ -46,7 +46,7 @@ PageRankResult personalized_pagerank(const data::CellOntology& ontology,
                                      const PageRankOptions& options = {});
 
 /// scCello's similarity level of PPR scores, element-wise: 1 where ppr < threshold (1e-4), else
-/// floor(log2(ppr * 1e4 + 1)) (>= 1 there). Returns int32 of ppr's shape.
+/// floor(log2(ppr * 1e4 + 1)) (>= 1 there for the default threshold). Returns int32 of ppr's shape.
 torch::Tensor ppr_levels(const torch::Tensor& ppr, double threshold = 1e-4);
 
 /// What to do with a label that is not a live term of the ontology.
