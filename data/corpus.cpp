@@ -425,10 +425,13 @@ std::int64_t Corpus::index_bytes() const {
 }
 
 CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {
+  return finish(fetch(begin, end));
+}
+
+CorpusFetch Corpus::fetch(std::int64_t begin, std::int64_t end, CsrBatch reuse) const {
   const State& s = *state_;
   CELLFM_CHECK(0 <= begin && begin <= end && end <= s.cells, "corpus read out of range");
-  CorpusBatch out;
-  const bool with_spatial = !s.options.spatial_obsm.empty() || !s.options.spatial_columns.empty();
+  CorpusFetch fetched;
   std::int64_t ordinal = begin;
   while (ordinal < end) {
     // The file holding `ordinal`: the last with first <= ordinal and kept > 0.
@@ -447,28 +450,63 @@ CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {
     const std::int64_t local_begin = ordinal - record.info.first;
     const std::int64_t local_end =
         std::min(end, record.info.first + record.info.kept) - record.info.first;
-    const std::int64_t row_begin = s.row_of(record, local_begin);
-    const std::int64_t row_end = s.row_of(record, local_end - 1) + 1;
+    CorpusFetch::Piece& piece = fetched.pieces.emplace_back();
+    piece.file = index;
+    piece.first = ordinal;
+    piece.row_begin = s.row_of(record, local_begin);
+    piece.row_end = s.row_of(record, local_end - 1) + 1;
     const H5adFile& file = s.file(index);
+    piece.check = file.row_check();
+    if (fetched.pieces.size() == 1) piece.rows = std::move(reuse);
+    file.fetch_rows(piece.row_begin, piece.row_end, piece.rows);
+    if (!s.options.label_column.empty()) {
+      piece.labels = file.obs_column(s.options.label_column, piece.row_begin, piece.row_end);
+    }
+    if (!s.options.group_column.empty()) {
+      piece.groups = file.obs_column(s.options.group_column, piece.row_begin, piece.row_end);
+    }
+    if (!s.options.spatial_obsm.empty()) {
+      piece.spatial = file.obsm_rows(s.options.spatial_obsm, piece.row_begin, piece.row_end,
+                                     piece.spatial_width);
+    } else if (!s.options.spatial_columns.empty()) {
+      const ObsColumn x =
+          file.obs_column(s.options.spatial_columns[0], piece.row_begin, piece.row_end);
+      const ObsColumn y =
+          file.obs_column(s.options.spatial_columns[1], piece.row_begin, piece.row_end);
+      for (std::int64_t r = 0; r < piece.row_end - piece.row_begin; ++r) {
+        piece.spatial.push_back(x.numbers.empty() ? NAN : x.numbers[r]);
+        piece.spatial.push_back(y.numbers.empty() ? NAN : y.numbers[r]);
+      }
+    }
+    ordinal += local_end - local_begin;
+  }
+  return fetched;
+}
 
-    CsrBatch rows = file.read_rows(row_begin, row_end);
+CorpusBatch Corpus::finish(CorpusFetch fetched) const {
+  const State& s = *state_;
+  CorpusBatch out;
+  const bool with_spatial = !s.options.spatial_obsm.empty() || !s.options.spatial_columns.empty();
+  for (CorpusFetch::Piece& piece : fetched.pieces) {
+    const FileRecord& record = s.records[piece.file];
+    check_rows(piece.check, piece.row_begin, piece.rows);
+    CsrBatch rows = std::move(piece.rows);
     std::vector<std::size_t> kept_rows;  // positions within [row_begin, row_end)
-    for (std::int64_t r = row_begin; r < row_end; ++r) {
+    for (std::int64_t r = piece.row_begin; r < piece.row_end; ++r) {
       if (record.mask.empty() || (record.mask[r / 64] >> (r % 64) & 1)) {
-        kept_rows.push_back(static_cast<std::size_t>(r - row_begin));
+        kept_rows.push_back(static_cast<std::size_t>(r - piece.row_begin));
       }
     }
     if (kept_rows.size() != static_cast<std::size_t>(rows.cells())) keep_rows(rows, kept_rows);
     for (std::size_t k = 0; k < kept_rows.size(); ++k) {
-      rows.cell_ids[k] = ordinal + static_cast<std::int64_t>(k);
+      rows.cell_ids[k] = piece.first + static_cast<std::int64_t>(k);
     }
     remap_genes(rows, *record.remap);
     append_rows(out.cells, std::move(rows));
 
-    auto ids_of = [&](const std::string& column_name,
+    auto ids_of = [&](const ObsColumn& column,
                       const std::unordered_map<std::string, std::int32_t>& ids,
                       std::vector<std::int32_t>& into) {
-      const ObsColumn column = file.obs_column(column_name, row_begin, row_end);
       const auto id_of_text = [&](const std::string& text) {
         const auto found = ids.find(text);
         return found == ids.end() ? std::int32_t{-1} : found->second;
@@ -487,27 +525,15 @@ CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {
       }
       for (std::size_t r : kept_rows) into.push_back(id_of_text(cell_text(column, r)));
     };
-    if (!s.options.label_column.empty()) ids_of(s.options.label_column, s.label_ids, out.labels);
-    if (!s.options.group_column.empty()) ids_of(s.options.group_column, s.group_ids, out.groups);
+    if (!s.options.label_column.empty()) ids_of(piece.labels, s.label_ids, out.labels);
+    if (!s.options.group_column.empty()) ids_of(piece.groups, s.group_ids, out.groups);
     if (with_spatial) {
-      std::vector<double> xy;
-      std::int64_t width = 2;
-      if (!s.options.spatial_obsm.empty()) {
-        xy = file.obsm_rows(s.options.spatial_obsm, row_begin, row_end, width);
-      } else {
-        const ObsColumn x = file.obs_column(s.options.spatial_columns[0], row_begin, row_end);
-        const ObsColumn y = file.obs_column(s.options.spatial_columns[1], row_begin, row_end);
-        for (std::int64_t r = 0; r < row_end - row_begin; ++r) {
-          xy.push_back(x.numbers.empty() ? NAN : x.numbers[r]);
-          xy.push_back(y.numbers.empty() ? NAN : y.numbers[r]);
-        }
-      }
+      const auto width = static_cast<std::size_t>(piece.spatial_width);
       for (std::size_t r : kept_rows) {
-        out.spatial.push_back(static_cast<float>(xy[r * width]));
-        out.spatial.push_back(static_cast<float>(xy[r * width + 1]));
+        out.spatial.push_back(static_cast<float>(piece.spatial[r * width]));
+        out.spatial.push_back(static_cast<float>(piece.spatial[r * width + 1]));
       }
     }
-    ordinal += local_end - local_begin;
   }
   return out;
 }

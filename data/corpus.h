@@ -2,7 +2,8 @@
 // of `data.files` in order, each file's rows that pass the obs filters, are not empty, and belong
 // to the requested split. Memory grows with the number of files (plus one bit per cell of a file
 // from which some cells are dropped), never with per-cell arrays over the corpus.
-// Not thread-safe: one I/O thread calls read() (Debian's HDF5 is not thread-safe).
+// Threads: read() and fetch() make HDF5 calls, so one thread at a time makes them (Debian's HDF5
+// is not thread-safe: data/io_executor.h); finish() may run on any thread.
 #pragma once
 
 #include <cstdint>
@@ -84,6 +85,23 @@ struct CorpusBatch {
   std::vector<float> spatial;        ///< [cells, 2] coordinates; empty without spatial data
 };
 
+/// Kept cells as Corpus::fetch read them, before Corpus::finish: one piece per file touched.
+struct CorpusFetch {
+  struct Piece {
+    std::size_t file = 0;        ///< index into Corpus::files()
+    std::int64_t first = 0;      ///< corpus ordinal of the piece's first kept cell
+    std::int64_t row_begin = 0;  ///< the file rows [row_begin, row_end) read
+    std::int64_t row_end = 0;
+    RowCheck check;               ///< how to check `rows`
+    CsrBatch rows;                ///< as stored: unchecked, every row of the range
+    ObsColumn labels;             ///< the label column's rows (with a label column)
+    ObsColumn groups;             ///< the group column's rows (with a group column)
+    std::vector<double> spatial;  ///< [rows, spatial_width] (with spatial data)
+    std::int64_t spatial_width = 2;
+  };
+  std::vector<Piece> pieces;
+};
+
 class Corpus {
  public:
   /// Scans every file's metadata (each rank itself, files opened with MPI_COMM_SELF); the ranks
@@ -107,6 +125,14 @@ class Corpus {
   /// Kept cells [begin, end): one hyperslab read per file touched, filtered rows dropped, genes
   /// remapped, metadata attached.
   CorpusBatch read(std::int64_t begin, std::int64_t end) const;
+
+  /// read() in two halves. fetch makes every HDF5 call (and chunk read) of the read: call it where
+  /// HDF5 may be called (one thread: the IoExecutor's). `reuse` lends its vectors' capacity to the
+  /// first file's rows. finish checks the rows, drops filtered ones, remaps genes and attaches
+  /// the metadata without any HDF5 call: any thread, concurrently with fetch and with other
+  /// finishes. finish(fetch(b, e)) equals read(b, e) and throws the same errors.
+  CorpusFetch fetch(std::int64_t begin, std::int64_t end, CsrBatch reuse = {}) const;
+  CorpusBatch finish(CorpusFetch fetched) const;
 
   /// Bytes held by the cell index (per-file records and kept-cell masks).
   std::int64_t index_bytes() const;

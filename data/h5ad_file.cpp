@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/error.h"
+#include "data/buffer_reuse.h"
 #include "data/chunked_reader.h"
 #include "data/h5_file.h"
 #include "data/h5_read.h"
@@ -427,11 +428,10 @@ std::vector<double> H5adFile::obsm_rows(const std::string& key, std::int64_t beg
   return values;
 }
 
-CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
+void H5adFile::fetch_rows(std::int64_t begin, std::int64_t end, CsrBatch& batch) const {
   const State& s = *state_;
   const MatrixInfo& m = s.matrix;
   CELLFM_CHECK(0 <= begin && begin <= end && end <= m.rows, "read_rows range out of bounds");
-  CsrBatch batch;
   batch.cell_ids.resize(static_cast<std::size_t>(end - begin));
   for (std::int64_t r = begin; r < end; ++r) batch.cell_ids[r - begin] = r;
 
@@ -452,6 +452,9 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
           },
           rows_text(begin, end) + " of " + m.path);
     }
+    batch.offsets.assign(1, 0);
+    batch.genes.clear();
+    batch.values.clear();
     batch.offsets.reserve(static_cast<std::size_t>(cells + 1));
     for (std::int64_t r = 0; r < cells; ++r) {
       const float* row = dense.data() + r * m.cols;
@@ -464,7 +467,7 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
       }
       batch.offsets.push_back(batch.nnz());
     }
-    return batch;
+    return;
   }
 
   if (s.converted) {
@@ -477,7 +480,7 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
     batch.values.assign(all.values.begin() + lo, all.values.begin() + hi);
     s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(),
                       m.path);
-    return batch;
+    return;
   }
 
   const std::int64_t lo = s.indptr[begin];
@@ -485,9 +488,10 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   batch.offsets.assign(s.indptr.begin() + begin, s.indptr.begin() + end + 1);
   for (auto& offset : batch.offsets) offset -= lo;
   // Indices straight into the int32 gene ids (int32 files need no conversion; wider values clip
-  // to int32's range, which the range check below reports with the stored value).
-  batch.genes.resize(static_cast<std::size_t>(hi - lo));
-  batch.values.resize(static_cast<std::size_t>(hi - lo));
+  // to int32's range, which read_rows' range check reports with the stored value). A recycled
+  // batch's vectors keep their pages: resizing them zero-fills at most the growth.
+  resize_for_reuse(batch.genes, static_cast<std::size_t>(hi - lo));
+  resize_for_reuse(batch.values, static_cast<std::size_t>(hi - lo));
   if (s.data_chunks) {
     // pread + decode on the pool's threads; corrupt chunks are InputErrors naming the chunk.
     ChunkedReader::Request indices{s.indices_chunks.get(), lo, hi};
@@ -505,6 +509,15 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
         },
         rows_text(begin, end) + " of " + m.path);
   }
+}
+
+CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
+  const State& s = *state_;
+  const MatrixInfo& m = s.matrix;
+  CsrBatch batch;
+  fetch_rows(begin, end, batch);
+  if (m.format == MatrixFormat::dense || s.converted) return batch;  // checked as it was made
+  const std::int64_t lo = s.indptr[begin];
   const auto cols = static_cast<std::uint32_t>(m.cols);
   if (any_outside(batch.genes.data(), batch.genes.size(), static_cast<std::int32_t>(m.cols))) {
     std::size_t k = 0;
@@ -523,6 +536,36 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   }
   s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(), m.path);
   return batch;
+}
+
+RowCheck H5adFile::row_check() const {
+  const State& s = *state_;
+  return RowCheck{s.file.path(), s.matrix.path, s.matrix.cols, s.options.require_counts};
+}
+
+void check_rows(const RowCheck& check, std::int64_t first_row, const CsrBatch& rows) {
+  const auto row_of = [&](std::size_t k) {  // the file row holding entry k
+    std::int64_t r = 0;
+    while (rows.offsets[r + 1] <= static_cast<std::int64_t>(k)) ++r;
+    return first_row + r;
+  };
+  const auto fail = [&](const std::string& what) {
+    throw core::InputError(check.path + ": " + check.matrix + what);
+  };
+  const std::size_t nnz = rows.genes.size();
+  if (any_outside(rows.genes.data(), nnz, static_cast<std::int32_t>(check.cols))) {
+    std::size_t k = 0;
+    while (rows.genes[k] >= 0 && rows.genes[k] < check.cols) ++k;
+    fail("/indices has gene " + with_thousands(rows.genes[k]) + " outside [0, " +
+         with_thousands(check.cols) + ") at row " + with_thousands(row_of(k)));
+  }
+  if (!any_suspect(rows.values.data(), nnz, check.require_counts)) return;
+  for (std::size_t k = 0; k < nnz; ++k) {
+    const float value = rows.values[k];
+    if (std::isfinite(value) && (value >= 0 || !check.require_counts)) continue;
+    fail(std::string(" has ") + (std::isfinite(value) ? "a negative count" : "a non-finite value") +
+         " at row " + with_thousands(row_of(k)) + " (" + value_text(value) + ")");
+  }
 }
 
 }  // namespace cellfm::data

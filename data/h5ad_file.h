@@ -51,6 +51,14 @@ struct ObsColumn {
 
 class DecodePool;
 
+/// The facts check_rows needs of a file's matrix.
+struct RowCheck {
+  std::string path;    ///< the file, naming it in messages
+  std::string matrix;  ///< "X", "raw/X", ...
+  std::int64_t cols = 0;
+  bool require_counts = true;
+};
+
 struct H5adOptions {
   MatrixSource matrix = MatrixSource::automatic;
   /// When set, chunked sparse arrays (uncompressed, gzip, shuffle, LZF) are read by pread and
@@ -102,6 +110,14 @@ class H5adFile {
   /// cell_ids are the file's row numbers. Independent (non-collective) I/O.
   CsrBatch read_rows(std::int64_t begin, std::int64_t end) const;
 
+  /// read_rows' first half, all its HDF5 calls (and chunk reads): rows [begin, end) as stored
+  /// (indices clipped to int32, values widened to float) into `rows`, whose vectors' capacity is
+  /// reused. Not yet checked: check_rows (any thread) completes it.
+  void fetch_rows(std::int64_t begin, std::int64_t end, CsrBatch& rows) const;
+
+  /// What check_rows needs to know of this file (a copy: it outlives the file's handle).
+  RowCheck row_check() const;
+
   /// Entries stored for each row of [begin, end) (sparse matrices; from the cached indptr).
   /// Dense matrices: nullopt (unknown without reading).
   std::optional<std::vector<std::int64_t>> stored_per_row(std::int64_t begin,
@@ -117,6 +133,12 @@ class H5adFile {
  private:
   std::unique_ptr<State> state_;
 };
+
+/// read_rows' checks of rows fetched by H5adFile::fetch_rows from file row `first_row` on: gene
+/// indices within [0, cols), values finite (and non-negative when counts are required). Makes no
+/// HDF5 call (any thread). Throws InputError "file: X/indices has gene 25 outside [0, 20) at row
+/// 1,100" (a 64-bit index beyond int32 is named as clipped to int32).
+void check_rows(const RowCheck& check, std::int64_t first_row, const CsrBatch& rows);
 
 /// "1,234,567": numbers in messages a user reads.
 std::string with_thousands(std::int64_t value);

@@ -1,4 +1,5 @@
-// DataLoader: the I/O thread, the block cache and the bounded batch queue.
+// DataLoader: planning batches from the sampler, reads through the IoExecutor, the block cache,
+// worker threads that finish reads and gather batches, and the bounded, ordered batch queue.
 #include "data/loader.h"
 
 #include <algorithm>
@@ -15,65 +16,44 @@
 #include <vector>
 
 #include "core/error.h"
+#include "data/batch_assembly.h"
 
 namespace cellfm::data {
 namespace {
 
-// Appends row `row` of `source` (with its metadata) to `out`.
-void append_row(CorpusBatch& out, const CorpusBatch& source, std::int64_t row) {
-  const CsrBatch& from = source.cells;
-  CsrBatch& to = out.cells;
-  to.genes.insert(to.genes.end(), from.genes.begin() + from.offsets[row],
-                  from.genes.begin() + from.offsets[row + 1]);
-  to.values.insert(to.values.end(), from.values.begin() + from.offsets[row],
-                   from.values.begin() + from.offsets[row + 1]);
-  to.offsets.push_back(static_cast<std::int64_t>(to.genes.size()));
-  to.cell_ids.push_back(from.cell_ids[row]);
-  if (!source.labels.empty()) out.labels.push_back(source.labels[row]);
-  if (!source.groups.empty()) out.groups.push_back(source.groups[row]);
-  if (!source.spatial.empty()) {
-    out.spatial.push_back(source.spatial[2 * row]);
-    out.spatial.push_back(source.spatial[2 * row + 1]);
-  }
-}
+// One read of kept cells [begin, end): queued on the executor, fetched there, then finished
+// (checked, remapped) by a worker: the first that needs it, or an idle one ahead of need.
+// Guarded by the loader's mutex.
+struct Read {
+  enum class Stage { queued, fetched, finishing, ready, failed };
+  Read(std::int64_t begin_in, std::int64_t end_in, std::shared_ptr<BufferPool> pool_in)
+      : begin(begin_in), end(end_in), pool(std::move(pool_in)) {}
+  ~Read() { pool->give(std::move(batch.cells)); }
+  Read(const Read&) = delete;
+  Read& operator=(const Read&) = delete;
 
-// Room for `cells` rows with `nnz` entries (and the metadata the sources carry).
-void reserve(CorpusBatch& out, std::int64_t cells, std::int64_t nnz,
-             const std::vector<std::pair<const CorpusBatch*, std::int64_t>>& sources) {
-  const auto n = static_cast<std::size_t>(cells);
-  out.cells.offsets.reserve(n + 1);
-  out.cells.cell_ids.reserve(n);
-  out.cells.genes.reserve(static_cast<std::size_t>(nnz));
-  out.cells.values.reserve(static_cast<std::size_t>(nnz));
-  if (sources.empty()) return;
-  const CorpusBatch& first = *sources.front().first;
-  if (!first.labels.empty()) out.labels.reserve(n);
-  if (!first.groups.empty()) out.groups.reserve(n);
-  if (!first.spatial.empty()) out.spatial.reserve(2 * n);
-}
+  std::int64_t begin;
+  std::int64_t end;
+  std::shared_ptr<BufferPool> pool;  // receives the buffers back
+  Stage stage = Stage::queued;
+  CorpusFetch fetched;  // fetched
+  CorpusBatch batch;    // ready: cells [begin, end) in order
+  std::int64_t bytes = 0;
+  std::exception_ptr error;  // failed
+  int cached_blocks = 0;     // cells shape: blocks of the cache that point here
+  bool counted = false;      // its bytes are in the cache's total
+};
 
-// Bytes of rows [begin, end) of `source`: a block's share of the read that holds it.
-std::int64_t rows_bytes(const CorpusBatch& source, std::int64_t begin, std::int64_t end) {
-  const std::int64_t cells = end - begin;
-  const std::int64_t nnz = source.cells.offsets[end] - source.cells.offsets[begin];
-  return nnz * static_cast<std::int64_t>(sizeof(std::int32_t) + sizeof(float)) +
-         cells * static_cast<std::int64_t>(2 * sizeof(std::int64_t) + 2 * sizeof(std::int32_t) +
-                                           2 * sizeof(float));
-}
+// One batch in the making: where each of its cells is.
+struct Plan {
+  std::int64_t number = 0;
+  LoadedBatch loaded;                                      // without data yet
+  std::vector<std::shared_ptr<Read>> reads;                // the reads it needs, each once
+  std::vector<std::pair<std::size_t, std::int64_t>> rows;  // (index into reads, row in the read)
+};
 
-using Sources = std::vector<std::pair<const CorpusBatch*, std::int64_t>>;  // (read, row) per cell
-
-// The rows `sources` name, in their order, in one batch.
-CorpusBatch gather(const Sources& sources) {
-  CorpusBatch out;
-  std::int64_t nnz = 0;
-  for (const auto& [read, row] : sources) {
-    nnz += read->cells.offsets[row + 1] - read->cells.offsets[row];
-  }
-  reserve(out, static_cast<std::int64_t>(sources.size()), nnz, sources);
-  for (const auto& [read, row] : sources) append_row(out, *read, row);
-  return out;
-}
+// Thrown inside a worker to unwind when the loader stops.
+struct Stopped {};
 
 }  // namespace
 
@@ -98,51 +78,156 @@ struct DataLoader::Impl {
                            options.start);
       steps_per_epoch = cell_sampler->epoch_sampler().steps_per_epoch();
     }
+    io = options.io ? options.io : std::make_shared<IoExecutor>();
+    owner = io->new_owner();
+    // Enough spares for the reads and gathers in flight; beyond the memory budget's count.
+    pool = std::make_shared<BufferPool>(static_cast<std::size_t>(
+        keep_blocks() + options.prefetch_batches + 2 * options.worker_threads));
   }
 
   const Corpus& corpus;
   LoaderOptions options;
-  // One of the two, owned by the I/O thread after start.
+  std::shared_ptr<IoExecutor> io;
+  IoExecutor::Owner owner = 0;
+  std::shared_ptr<BufferPool> pool;
+  // Advanced under `mutex` by the worker planning the next batch.
   std::optional<CellSampler> cell_sampler;
   std::optional<GroupSampler> group_sampler;
   std::int64_t steps_per_epoch = 0;
 
-  // The pipeline: the I/O thread numbers batches and queues them in `raw` (or, without transform
-  // threads, transforms them itself into `ready`); transform workers move them from `raw` to
-  // `ready`; next() takes them from `ready` in number order.
+  // Workers take batch numbers in order (planning under the mutex), assemble and transform them
+  // in parallel and file them in `ready`; next() takes them from `ready` in number order.
   std::mutex mutex;
   std::condition_variable changed;
-  std::deque<std::pair<std::int64_t, LoadedBatch>> raw;
   std::map<std::int64_t, LoadedBatch> ready;
-  std::int64_t transforming = 0;  // batches a worker holds
-  std::int64_t produced = 0;      // numbers handed out by the I/O thread
+  std::int64_t produced = 0;      // numbers handed out
   std::int64_t delivered = 0;     // the number next() returns next
-  std::int64_t queued_bytes = 0;  // raw, transforming and ready batches (their cells)
+  std::int64_t assembling = 0;    // numbers handed out, not yet in `ready`
+  std::int64_t queued_bytes = 0;  // ready batches (their cells)
   bool stop = false;
   std::exception_ptr failure;
-  std::thread thread;
   std::vector<std::thread> workers;
 
-  // Block cache (I/O thread only): block id -> where its cells are, most recently used first.
-  // Adjacent blocks read together share one read; it is freed with the last of them.
+  // Block cache (cells shape): block id -> its read and first row there, most recently used
+  // first. Adjacent blocks read together share one read; it is freed with the last of them and
+  // the last batch using it.
   struct CachedBlock {
-    std::shared_ptr<const CorpusBatch> read;
-    std::int64_t first_row = 0;  ///< the block's first cell within `read`
-    std::int64_t bytes = 0;      ///< the block's share of `read`
+    std::shared_ptr<Read> read;
+    std::int64_t first_row = 0;
   };
   std::map<std::int64_t, CachedBlock> blocks;
+  // Fetched reads no worker has finished yet, in fetch order: a worker with nothing else to do
+  // finishes them ahead of need.
+  std::deque<std::shared_ptr<Read>> to_finish;
   std::list<std::int64_t> recency;
   std::int64_t cached_bytes = 0;
 
-  void run();
-  void transform_loop();
-  void fail(std::exception_ptr error);
-  LoadedBatch next_cells();
-  LoadedBatch next_group();
-  void load_blocks(const std::vector<CellRange>& ranges);
+  // Blocks the cache keeps: the shuffle windows that steps read ahead span (two, plus the blocks
+  // of a batch that straddles them), so a window's blocks stay while it is consumed.
+  std::size_t keep_blocks() const {
+    const SamplerOptions& s = options.sampler;
+    return static_cast<std::size_t>(2 * s.shuffle_blocks + 2 +
+                                    (s.batch_cells + s.block_cells - 1) / s.block_cells);
+  }
+  bool may_plan() const {
+    const std::int64_t held = produced - delivered;
+    return held < options.prefetch_batches &&
+           (held == 0 || queued_bytes + cached_bytes <= options.memory_budget_bytes);
+  }
+  void work();
+  Plan plan_cells();
+  Plan plan_group();
+  std::shared_ptr<Read> submit_read(std::int64_t begin, std::int64_t end);
+  void finish(std::unique_lock<std::mutex>& lock, Read& read);
+  bool finish_next(std::unique_lock<std::mutex>& lock);
+  void wait_ready(Read& read);
+  LoadedBatch assemble(Plan& plan);
   void touch(std::int64_t block);
   void evict(std::size_t keep_blocks, const std::vector<std::int64_t>& pinned);
 };
+
+// Queues the read of cells [begin, end) on the executor (caller holds the mutex).
+std::shared_ptr<Read> DataLoader::Impl::submit_read(std::int64_t begin, std::int64_t end) {
+  auto read = std::make_shared<Read>(begin, end, pool);
+  io->submit(owner, [this, read] {
+    CorpusFetch fetched;
+    std::exception_ptr error;
+    try {
+      fetched = corpus.fetch(read->begin, read->end, pool->take());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    {
+      std::lock_guard<std::mutex> lock(mutex);
+      if (error) {
+        read->error = error;
+        read->stage = Read::Stage::failed;
+      } else {
+        read->fetched = std::move(fetched);
+        read->stage = Read::Stage::fetched;
+        to_finish.push_back(read);
+      }
+    }
+    changed.notify_all();
+  });
+  return read;
+}
+
+// Finishes `read` (stage fetched) on this thread; `lock` holds the mutex on entry and on return.
+void DataLoader::Impl::finish(std::unique_lock<std::mutex>& lock, Read& read) {
+  read.stage = Read::Stage::finishing;
+  CorpusFetch fetched = std::move(read.fetched);
+  lock.unlock();
+  std::optional<CorpusBatch> batch;
+  std::exception_ptr error;
+  try {
+    batch.emplace(corpus.finish(std::move(fetched)));
+  } catch (...) {
+    error = std::current_exception();
+  }
+  lock.lock();
+  if (error) {
+    read.error = error;
+    read.stage = Read::Stage::failed;
+  } else {
+    read.batch = std::move(*batch);
+    read.bytes = batch_bytes(read.batch);
+    read.stage = Read::Stage::ready;
+    if (read.cached_blocks > 0) {
+      cached_bytes += read.bytes;
+      read.counted = true;
+    }
+  }
+  changed.notify_all();
+}
+
+// Finishes the oldest fetched read nobody has claimed; false when there is none. `lock` as above.
+bool DataLoader::Impl::finish_next(std::unique_lock<std::mutex>& lock) {
+  while (!to_finish.empty()) {
+    const std::shared_ptr<Read> read = std::move(to_finish.front());
+    to_finish.pop_front();
+    if (read->stage != Read::Stage::fetched) continue;  // claimed by the worker that needed it
+    finish(lock, *read);
+    return true;
+  }
+  return false;
+}
+
+// Returns once `read` is ready, finishing it (or other fetched reads) here while it is not;
+// rethrows its error; throws Stopped when the loader stops.
+void DataLoader::Impl::wait_ready(Read& read) {
+  std::unique_lock<std::mutex> lock(mutex);
+  for (;;) {
+    if (read.stage == Read::Stage::ready) return;
+    if (read.stage == Read::Stage::failed) std::rethrow_exception(read.error);
+    if (stop) throw Stopped{};
+    if (read.stage == Read::Stage::fetched) {
+      finish(lock, read);
+    } else if (!finish_next(lock)) {
+      changed.wait(lock);
+    }
+  }
+}
 
 void DataLoader::Impl::touch(std::int64_t block) {
   recency.remove(block);
@@ -154,17 +239,31 @@ void DataLoader::Impl::evict(std::size_t keep_blocks, const std::vector<std::int
   while (blocks.size() > keep_blocks && it != recency.begin()) {
     --it;
     if (std::find(pinned.begin(), pinned.end(), *it) != pinned.end()) continue;
-    cached_bytes -= blocks[*it].bytes;
+    Read& read = *blocks[*it].read;
+    if (--read.cached_blocks == 0 && read.counted) {
+      cached_bytes -= read.bytes;
+      read.counted = false;
+    }
     blocks.erase(*it);
     it = recency.erase(it);
   }
 }
 
-// Reads the blocks of `ranges` that are not cached; consecutive missing blocks in one read.
-void DataLoader::Impl::load_blocks(const std::vector<CellRange>& ranges) {
+// The next step of the cells shape: the blocks of its read ranges that are not cached are
+// queued (consecutive missing blocks in one read), and each cell is found in its block.
+Plan DataLoader::Impl::plan_cells() {
   const std::int64_t block_cells = options.sampler.block_cells;
   const std::int64_t total = corpus.cells();
-  for (const CellRange& range : ranges) {
+  const std::int64_t window_cells = options.sampler.shuffle_blocks * block_cells;
+  // Reads run a shuffle window's worth of steps ahead, so the next window's blocks arrive while
+  // this one is consumed instead of all at once when it starts.
+  const std::int64_t ahead =
+      (window_cells + options.sampler.batch_cells - 1) / options.sampler.batch_cells;
+  const EpochSampler epoch = cell_sampler->epoch_sampler();
+  const std::int64_t step = cell_sampler->step();
+  const SampledBatch sampled = cell_sampler->next();
+  const std::int64_t read_end = std::min(epoch.steps_per_epoch(), step + 1 + ahead);
+  for (const CellRange& range : epoch.read_ranges(step, read_end)) {
     std::int64_t block = range.begin / block_cells;
     const std::int64_t last = (range.end - 1) / block_cells;
     while (block <= last) {
@@ -177,143 +276,115 @@ void DataLoader::Impl::load_blocks(const std::vector<CellRange>& ranges) {
       while (run_end + 1 <= last && !blocks.count(run_end + 1)) ++run_end;
       const std::int64_t begin = block * block_cells;
       const std::int64_t end = std::min(total, (run_end + 1) * block_cells);
-      const auto data = std::make_shared<const CorpusBatch>(corpus.read(begin, end));
+      const std::shared_ptr<Read> read = submit_read(begin, end);
       for (std::int64_t b = block; b <= run_end; ++b) {
-        const std::int64_t row_begin = b * block_cells - begin;
-        const std::int64_t row_end = std::min(end, (b + 1) * block_cells) - begin;
-        const std::int64_t bytes = rows_bytes(*data, row_begin, row_end);
-        cached_bytes += bytes;
-        blocks.emplace(b, CachedBlock{data, row_begin, bytes});
+        blocks.emplace(b, CachedBlock{read, b * block_cells - begin});
+        ++read->cached_blocks;
         touch(b);
       }
       block = run_end + 1;
     }
   }
-}
-
-LoadedBatch DataLoader::Impl::next_cells() {
-  const std::int64_t block_cells = options.sampler.block_cells;
-  // Enough blocks for two shuffle windows, so a window's blocks stay while it is consumed.
-  const auto keep_blocks = static_cast<std::size_t>(2 * options.sampler.shuffle_blocks + 2);
-  const EpochSampler epoch = cell_sampler->epoch_sampler();
-  const std::int64_t step = cell_sampler->step();
-  const SampledBatch sampled = cell_sampler->next();
-  load_blocks(epoch.read_ranges(step, step + 1));
-  LoadedBatch loaded;
-  loaded.epoch = sampled.epoch;
-  loaded.step = sampled.step;
-  loaded.state_after = cell_sampler->state();
+  Plan plan;
+  plan.loaded.epoch = sampled.epoch;
+  plan.loaded.step = sampled.step;
+  plan.loaded.state_after = cell_sampler->state();
   std::vector<std::int64_t> pinned;
-  Sources sources;
   for (std::int64_t ordinal : sampled.cells) {
     const std::int64_t block = ordinal / block_cells;
     pinned.push_back(block);
     const CachedBlock& cached = blocks.at(block);
-    sources.emplace_back(cached.read.get(), cached.first_row + ordinal - block * block_cells);
+    std::size_t index = 0;
+    while (index < plan.reads.size() && plan.reads[index] != cached.read) ++index;
+    if (index == plan.reads.size()) plan.reads.push_back(cached.read);
+    plan.rows.emplace_back(index, cached.first_row + ordinal - block * block_cells);
   }
-  loaded.data = gather(sources);
-  evict(keep_blocks, pinned);
-  return loaded;
+  evict(keep_blocks(), pinned);
+  return plan;
 }
 
-// A group's cells: its (subsampled) ordinals read in ranges that bridge gaps of up to a block.
-LoadedBatch DataLoader::Impl::next_group() {
+// The next group: its (subsampled) ordinals read in ranges that bridge gaps of up to a block.
+Plan DataLoader::Impl::plan_group() {
   const GroupBatch sampled = group_sampler->next();
-  LoadedBatch loaded;
-  loaded.epoch = sampled.epoch;
-  loaded.step = sampled.step;
-  loaded.state_after = group_sampler->state();
-  loaded.group = sampled.group;
-  std::vector<CorpusBatch> reads;
-  const std::vector<CellRange> ranges = merge_ordinals(sampled.cells, options.sampler.block_cells);
-  reads.reserve(ranges.size());
-  Sources sources;
+  Plan plan;
+  plan.loaded.epoch = sampled.epoch;
+  plan.loaded.step = sampled.step;
+  plan.loaded.state_after = group_sampler->state();
+  plan.loaded.group = sampled.group;
   std::size_t next = 0;  // the next wanted ordinal
-  for (const CellRange& range : ranges) {
-    reads.push_back(corpus.read(range.begin, range.end));
+  for (const CellRange& range : merge_ordinals(sampled.cells, options.sampler.block_cells)) {
+    plan.reads.push_back(submit_read(range.begin, range.end));
     for (; next < sampled.cells.size() && sampled.cells[next] < range.end; ++next) {
-      sources.emplace_back(&reads.back(), sampled.cells[next] - range.begin);
+      plan.rows.emplace_back(plan.reads.size() - 1, sampled.cells[next] - range.begin);
     }
   }
-  loaded.data = gather(sources);
+  return plan;
+}
+
+LoadedBatch DataLoader::Impl::assemble(Plan& plan) {
+  for (const auto& read : plan.reads) wait_ready(*read);
+  std::vector<RowSource> sources;
+  sources.reserve(plan.rows.size());
+  for (const auto& [index, row] : plan.rows) sources.push_back({&plan.reads[index]->batch, row});
+  LoadedBatch loaded = std::move(plan.loaded);
+  loaded.data = gather_rows(sources, pool->take());
+  plan.reads.clear();  // a read no block points to any more is freed (its buffers recycled) here
+  if (options.transform) options.transform(loaded);
   return loaded;
 }
 
-void DataLoader::Impl::fail(std::exception_ptr error) {
-  std::lock_guard<std::mutex> lock(mutex);
-  if (!failure) failure = error;
-  changed.notify_all();
-}
-
-void DataLoader::Impl::run() {
-  try {
-    for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mutex);
-        changed.wait(lock, [&] {
-          const std::int64_t held = produced - delivered;
-          return stop || failure ||
-                 (held < options.prefetch_batches &&
-                  (held == 0 || queued_bytes + cached_bytes <= options.memory_budget_bytes));
-        });
-        if (stop || failure) return;
-      }
-      LoadedBatch loaded = group_sampler ? next_group() : next_cells();
-      const std::int64_t bytes = batch_bytes(loaded.data);
-      const bool inline_transform = options.transform && options.transform_threads == 0;
-      if (inline_transform) options.transform(loaded);
-      {
-        std::lock_guard<std::mutex> lock(mutex);
-        queued_bytes += bytes;
-        const std::int64_t number = produced++;
-        if (options.transform && !inline_transform) {
-          raw.emplace_back(number, std::move(loaded));
-        } else {
-          ready.emplace(number, std::move(loaded));
-        }
-      }
-      changed.notify_all();
-    }
-  } catch (...) {
-    fail(std::current_exception());
-  }
-}
-
-void DataLoader::Impl::transform_loop() {
+void DataLoader::Impl::work() {
   for (;;) {
-    std::pair<std::int64_t, LoadedBatch> item;
+    Plan plan;
     {
       std::unique_lock<std::mutex> lock(mutex);
-      changed.wait(lock, [&] { return stop || failure || !raw.empty(); });
+      changed.wait(lock, [&] { return stop || failure || may_plan() || !to_finish.empty(); });
       if (stop || failure) return;
-      item = std::move(raw.front());
-      raw.pop_front();
-      ++transforming;
+      if (!may_plan()) {
+        finish_next(lock);  // a read ahead of need, while the queue of batches is full
+        continue;
+      }
+      try {
+        plan = group_sampler ? plan_group() : plan_cells();
+      } catch (...) {
+        if (!failure) failure = std::current_exception();
+        changed.notify_all();
+        return;
+      }
+      plan.number = produced++;
+      ++assembling;
     }
+    std::optional<LoadedBatch> loaded;
+    std::exception_ptr error;
     try {
-      options.transform(item.second);
-    } catch (...) {
-      fail(std::current_exception());
+      loaded.emplace(assemble(plan));
+    } catch (const Stopped&) {
       return;
+    } catch (...) {
+      error = std::current_exception();
     }
+    plan.reads.clear();  // outside the mutex: may recycle buffers
     {
       std::lock_guard<std::mutex> lock(mutex);
-      --transforming;
-      ready.emplace(item.first, std::move(item.second));
+      --assembling;
+      if (error) {
+        if (!failure) failure = error;
+      } else {
+        queued_bytes += batch_bytes(loaded->data);
+        ready.emplace(plan.number, std::move(*loaded));
+      }
     }
     changed.notify_all();
+    if (error) return;
   }
 }
 
 DataLoader::DataLoader(const Corpus& corpus, const LoaderOptions& options) {
   CELLFM_CHECK(options.prefetch_batches >= 1, "prefetch_batches must be at least 1");
-  CELLFM_CHECK(options.transform_threads >= 0, "transform_threads must not be negative");
+  CELLFM_CHECK(options.worker_threads >= 1, "worker_threads must be at least 1");
   impl_ = std::make_unique<Impl>(corpus, options);
-  impl_->thread = std::thread([this] { impl_->run(); });
-  if (options.transform) {
-    for (int i = 0; i < options.transform_threads; ++i) {
-      impl_->workers.emplace_back([this] { impl_->transform_loop(); });
-    }
+  for (int i = 0; i < options.worker_threads; ++i) {
+    impl_->workers.emplace_back([impl = impl_.get()] { impl->work(); });
   }
 }
 
@@ -323,7 +394,8 @@ DataLoader::~DataLoader() {
     impl_->stop = true;
   }
   impl_->changed.notify_all();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  // No job of this loader runs after cancel; the workers waiting on its reads see `stop`.
+  impl_->io->cancel(impl_->owner);
   for (auto& worker : impl_->workers) worker.join();
 }
 
@@ -332,7 +404,9 @@ LoadedBatch DataLoader::next() {
   const auto available = [&] {
     return !impl_->ready.empty() && impl_->ready.begin()->first == impl_->delivered;
   };
-  impl_->changed.wait(lock, [&] { return available() || impl_->failure; });
+  // After a failure, the batches planned before it are still delivered.
+  impl_->changed.wait(lock,
+                      [&] { return available() || (impl_->failure && impl_->assembling == 0); });
   if (!available()) std::rethrow_exception(impl_->failure);
   LoadedBatch batch = std::move(impl_->ready.begin()->second);
   impl_->ready.erase(impl_->ready.begin());
@@ -341,6 +415,14 @@ LoadedBatch DataLoader::next() {
   lock.unlock();
   impl_->changed.notify_all();
   return batch;
+}
+
+void DataLoader::recycle(CorpusBatch&& used) {
+  impl_->pool->give(std::move(used.cells));
+}
+
+std::int64_t DataLoader::steps_per_epoch() const {
+  return impl_->steps_per_epoch;
 }
 
 LoaderOptions loader_options(const core::DataOptions& data, std::uint64_t seed,
@@ -362,10 +444,6 @@ LoaderOptions loader_options(const core::DataOptions& data, std::uint64_t seed,
   options.dp_size = dp_size;
   options.start.dp_history = {{0, dp_size}};
   return options;
-}
-
-std::int64_t DataLoader::steps_per_epoch() const {
-  return impl_->steps_per_epoch;
 }
 
 }  // namespace cellfm::data

@@ -1,9 +1,11 @@
-// The prefetching data loader of one data-parallel rank: a background I/O thread follows the
-// sampler, reads the blocks each step needs from the corpus (adjacent blocks in one read), keeps
-// the blocks of the shuffle windows in flight, and queues ready batches (bounded by a count and
-// a memory budget) for the training loop.
-// Threads: the I/O thread is the only caller of the corpus (and so of HDF5) while a loader is
-// alive; next() is called from one consumer thread.
+// The prefetching data loader of one data-parallel rank: it follows the sampler, has the blocks
+// each step needs read (adjacent blocks in one read) through an IoExecutor it may share with
+// other loaders, keeps the blocks of the shuffle windows cached, and has worker threads check,
+// remap and gather them into batches and transform those; ready batches queue (bounded by a count
+// and a memory budget) for the training loop, in order.
+// Threads: every HDF5 call of the loader runs on the executor's thread, so several loaders on one
+// executor (the training and held-out streams) may live and run together; next() is called from
+// one consumer thread.
 #pragma once
 
 #include <any>
@@ -13,6 +15,7 @@
 
 #include "data/corpus.h"
 #include "data/group_sampler.h"
+#include "data/io_executor.h"
 #include "data/sampler.h"
 
 namespace cellfm::data {
@@ -33,11 +36,16 @@ struct LoaderOptions {
   int prefetch_batches = 4;
   std::int64_t memory_budget_bytes = std::int64_t{256} << 20;  ///< queued batches + cached blocks
   /// Applied to every batch before next() returns it (tokenise, collate: fill
-  /// LoadedBatch::prepared), on `transform_threads` worker threads, or on the I/O thread when 0.
-  /// Batches still arrive in order. It must not call HDF5; an exception it throws is rethrown by
-  /// next().
+  /// LoadedBatch::prepared), on the worker threads; batches still arrive in order. It must not call
+  /// HDF5; an exception it throws is rethrown by next().
   std::function<void(LoadedBatch&)> transform;
-  int transform_threads = 0;
+  /// Threads that check and remap read blocks, gather batches from them and apply `transform`
+  /// (at least 1).
+  int worker_threads = 2;
+  /// The thread making the loader's HDF5 calls, shared with the other loaders alive at the same
+  /// time. Null: the loader starts its own, and must then be the process's only HDF5 user while it
+  /// lives.
+  std::shared_ptr<IoExecutor> io;
 };
 
 struct LoadedBatch {
@@ -51,15 +59,22 @@ struct LoadedBatch {
 
 class DataLoader {
  public:
-  /// Starts the I/O thread. `corpus` must outlive the loader.
+  /// Starts the worker threads (and an I/O executor unless options.io names one). `corpus` must
+  /// outlive the loader; the executor lives as long as any loader holds it.
   DataLoader(const Corpus& corpus, const LoaderOptions& options);
-  ~DataLoader();  ///< stops and joins the I/O thread
+  /// Stops the workers, drops the loader's queued reads and waits for its running one; the other
+  /// loaders of the executor carry on.
+  ~DataLoader();
   DataLoader(const DataLoader&) = delete;
   DataLoader& operator=(const DataLoader&) = delete;
 
-  /// The next batch (blocks until ready); rethrows an error of the I/O thread (e.g. a corrupt
-  /// file: InputError naming the file and row).
+  /// The next batch (blocks until ready); rethrows an error of its reads, checks or transform
+  /// (e.g. a corrupt file: InputError naming the file and row).
   LoadedBatch next();
+
+  /// Optional: hands a consumed batch's buffers back, so a later batch reuses their memory instead
+  /// of faulting in fresh pages.
+  void recycle(CorpusBatch&& used);
 
   /// Steps of the starting epoch, the same on every data-parallel rank.
   std::int64_t steps_per_epoch() const;

@@ -283,7 +283,7 @@ TEST_F(LoaderTest, TransformThreadsKeepTheOrderAndReportFailures) {
     for (int i = 0; i < 12; ++i) plain.push_back(loader.next().data.cells.cell_ids);
   }
   LoaderOptions options = loader_options();
-  options.transform_threads = 3;
+  options.worker_threads = 3;
   options.transform = [](LoadedBatch& batch) {
     // Uneven work, so later batches often finish first.
     thread_local std::mt19937 random(std::hash<std::thread::id>()(std::this_thread::get_id()));

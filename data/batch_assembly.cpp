@@ -1,0 +1,63 @@
+// BufferPool and gather_rows.
+#include "data/batch_assembly.h"
+
+#include <algorithm>
+
+#include "data/buffer_reuse.h"
+
+namespace cellfm::data {
+
+CsrBatch BufferPool::take() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (spare_.empty()) return {};
+  CsrBatch buffer = std::move(spare_.back());
+  spare_.pop_back();
+  return buffer;
+}
+
+void BufferPool::give(CsrBatch&& buffer) {
+  if (buffer.genes.capacity() == 0) return;  // nothing worth keeping
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (spare_.size() < limit_) spare_.push_back(std::move(buffer));
+}
+
+CorpusBatch gather_rows(const std::vector<RowSource>& sources, CsrBatch buffer) {
+  CorpusBatch out;
+  CsrBatch& to = out.cells;
+  to = std::move(buffer);
+  std::int64_t nnz = 0;
+  for (const RowSource& s : sources) {
+    nnz += s.from->cells.offsets[s.row + 1] - s.from->cells.offsets[s.row];
+  }
+  const std::size_t cells = sources.size();
+  clear_for_reuse(to.offsets, cells + 1);
+  to.offsets.push_back(0);
+  clear_for_reuse(to.cell_ids, cells);
+  clear_for_reuse(to.genes, static_cast<std::size_t>(nnz));
+  clear_for_reuse(to.values, static_cast<std::size_t>(nnz));
+  if (!sources.empty()) {
+    const CorpusBatch& first = *sources.front().from;
+    if (!first.labels.empty()) out.labels.reserve(cells);
+    if (!first.groups.empty()) out.groups.reserve(cells);
+    if (!first.spatial.empty()) out.spatial.reserve(2 * cells);
+  }
+  for (const RowSource& s : sources) {
+    const CorpusBatch& source = *s.from;
+    const CsrBatch& from = source.cells;
+    const std::int64_t begin = from.offsets[s.row];
+    const std::int64_t end = from.offsets[s.row + 1];
+    to.genes.insert(to.genes.end(), from.genes.begin() + begin, from.genes.begin() + end);
+    to.values.insert(to.values.end(), from.values.begin() + begin, from.values.begin() + end);
+    to.offsets.push_back(static_cast<std::int64_t>(to.genes.size()));
+    to.cell_ids.push_back(from.cell_ids[s.row]);
+    if (!source.labels.empty()) out.labels.push_back(source.labels[s.row]);
+    if (!source.groups.empty()) out.groups.push_back(source.groups[s.row]);
+    if (!source.spatial.empty()) {
+      out.spatial.push_back(source.spatial[2 * s.row]);
+      out.spatial.push_back(source.spatial[2 * s.row + 1]);
+    }
+  }
+  return out;
+}
+
+}  // namespace cellfm::data
