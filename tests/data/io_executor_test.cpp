@@ -40,7 +40,7 @@ TEST(IoExecutor, RunsEveryJobOnOneThreadInSubmissionOrder) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(order[static_cast<std::size_t>(i)], i);
   for (const auto& id : threads) EXPECT_EQ(id, threads.front());
   EXPECT_NE(threads.front(), std::this_thread::get_id());
-  EXPECT_EQ(io.completed(), 51);
+  EXPECT_GE(io.completed(), 50);  // run()'s own job counts once it has returned: maybe not yet
 }
 
 TEST(IoExecutor, CancelDropsOnlyItsOwnersQueuedJobsAndWaitsForItsRunningOne) {
