@@ -2,7 +2,8 @@
 // training loop, for orchestration_test.cpp: from checkpoint STEP of RUN_DIR it reads the weights
 // and the Adam moments, draws the step's micro-batches of every data-parallel rank (the run's
 // sampler and collation: the same cells and masks), takes the gradient of one loss over all of
-// them (each rank's k micro-batches as one batch of k x B cells, the ranks' losses averaged),
+// them (each rank's k micro-batches as one batch of k x B cells, the ranks' losses averaged, a
+// rank without cells counting as zero),
 // clips the gradient's global norm as torch's clip_grad_norm_ does and applies one Adam step by
 // its formula. It writes OUT.safetensors: each parameter after the step under its name, the same
 // step without clipping under "unclipped.<name>", and metadata "loss" (the mean over every masked
@@ -101,17 +102,19 @@ int run(const std::string& run_dir, std::int64_t step, std::int64_t dp_size,
     torch::Tensor rank_error = torch::zeros({}, torch::kFloat64);
     double rank_values = 0;
     for (const auto& batch : rank_batches) {
+      micro_cells += (micro_cells.size() > 1 ? "," : "") + std::to_string(batch->cell_ids.size());
+      if (batch->cell_ids.empty()) continue;  // a rank without cells (groups: the epoch's end)
       exceiver::EncoderInput input = batch->encoder;
       input.values = input.values.to(torch::kFloat64);
       const torch::Tensor predicted = model.decode(model.encode(input), batch->mask_ids).first;
       const torch::Tensor error = (predicted - batch->targets.to(torch::kFloat64)).pow(2).sum();
       rank_error = rank_error + error;
       rank_values += static_cast<double>(batch->targets.numel());
-      micro_cells += (micro_cells.size() > 1 ? "," : "") + std::to_string(batch->cell_ids.size());
     }
     squared_error += rank_error.item<double>();
     values += rank_values;
-    loss = loss + rank_error / rank_values / static_cast<double>(dp_size);
+    // A rank without cells adds nothing but still counts in the average over ranks.
+    if (rank_values > 0) loss = loss + rank_error / rank_values / static_cast<double>(dp_size);
   }
   micro_cells += "]";
   loss.backward();
