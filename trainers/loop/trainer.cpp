@@ -1,4 +1,6 @@
 // The shared training loop (see trainer.h for the run directory's layout).
+#include "trainers/loop/trainer.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -32,7 +34,6 @@
 #include "trainers/loop/non_finite_policy.h"
 #include "trainers/loop/step_meter.h"
 #include "trainers/loop/stop_signals.h"
-#include "trainers/loop/trainer.h"
 #include "trainers/optim/schedule.h"
 #include "trainers/optim/training_optimizer.h"
 
@@ -308,7 +309,7 @@ class Trainer {
                          << "); the update is skipped (" << state_.consecutive_skips
                          << " in a row, " << state_.skipped_steps << " in all)";
         if (action == NonFinitePolicy::Action::roll_back) {
-          loader.reset();
+          loader.reset();         // the stream restarts from the checkpoint's sampler state
           roll_back(non_finite);  // or throws
           loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
           meter.reset(Clock::now());
@@ -339,12 +340,12 @@ class Trainer {
         }
         fields.emplace_back("memory_mb", resident_memory_mb());
         if (eval_now) {
-          loader.reset();  // HDF5 is not thread-safe: one loader at a time
+          // The held-out loaders read through the training loader's I/O executor, so the
+          // training stream stays alive (and prefetched) across the evaluation.
           const Fields eval = evaluate();
           state_.eval_loss_last = eval.front().second;
           summary.eval_last = eval;
           fields.insert(fields.end(), eval.begin(), eval.end());
-          if (!last) loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
         }
         fields.emplace_back("elapsed_s", state_.training_seconds);
         const double eta = seconds_per_step * static_cast<double>(max_steps - done);
@@ -359,8 +360,7 @@ class Trainer {
           checkpoints_.reason(done, stop_signal != 0 ? stop_signal_name(stop_signal) : "",
                               flags[kTimeDue].item<int>() != 0);
       if (!reason.empty()) {
-        loader.reset();  // its prefetch may hold HDF5; the checkpoint does not need it
-        summary.checkpoint = write_checkpoint_now(reason);
+        summary.checkpoint = write_checkpoint_now(reason);  // the loader prefetches meanwhile
         if (stop_signal != 0) {
           summary.stopped_by = stop_signal_name(stop_signal);
           CELLFM_LOG(info) << "caught " << summary.stopped_by << ": stopped after step " << done
@@ -368,7 +368,6 @@ class Trainer {
                            << "; continue with --resume auto (exit 75)";
           return;
         }
-        if (!last) loader = make_loader(*train_corpus_, state_.sampler, CollateMode::train, {});
       }
     }
   }
@@ -514,7 +513,8 @@ class Trainer {
     data::LoaderOptions options = data::loader_options(
         o_.data, static_cast<std::uint64_t>(o_.run.seed), grid_.dp_rank, grid_.dp_size);
     options.start = start;
-    options.transform_threads = 2;
+    options.worker_threads = 2;
+    options.io = io_;  // every loader of the run on one HDF5 thread
     ModelFamily* family = family_.get();
     const bool counts = model_family(o_.model.family).needs(spec_.selected()).raw_counts;
     options.transform = [family, mode, label_map, counts, &corpus](data::LoadedBatch& batch) {
@@ -608,6 +608,9 @@ class Trainer {
   parallel::RankGrid grid_;
   std::unique_ptr<data::Corpus> train_corpus_, validation_corpus_;
   std::vector<std::int32_t> validation_labels_;
+  // The one HDF5 I/O thread of every loader of the run (training, held-out, baseline), which
+  // lets them live together.
+  std::shared_ptr<data::IoExecutor> io_ = std::make_shared<data::IoExecutor>();
   std::string resume_from_;  // the checkpoint this launch starts from ("" fresh)
   torch::Device device_ = torch::kCPU;
   // dp_ synchronises gradients on the model's device; dp_host_ reduces metrics on the CPU.
