@@ -24,6 +24,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/autocast.h"
 #include "core/error.h"
 #include "core/spec.h"
 #include "parallel/comm.h"
@@ -663,6 +664,45 @@ TEST(SccelloTensorParallel, TwoRanksEqualOneRank) {
   // word table + 2 layers x (query, key, value weight and bias, attention output weight,
   // intermediate weight and bias, output weight).
   EXPECT_EQ(sharded_count, 1 + 2 * 10);
+}
+
+// ---- 6b. bf16 autocast (run.precision: bf16)
+// ------------------------------------------------------
+
+TEST(SccelloModel, Bf16AutocastLossesAreFiniteAndCloseToFloat32) {
+  SccelloModel model = tiny_model(tiny_options(), 11, 41);
+  const auto [levels, ancestor] = random_ontology(3, 42);
+  model->set_ontology(levels, ancestor);
+  const TinyBatch batch = tiny_batch();
+  torch::Tensor mlm = torch::full({3, 9}, kNotMasked, torch::kInt64);
+  mlm[0][2] = 7;
+  mlm[2][5] = 7;
+  const torch::Tensor labels = torch::tensor({0, 2, 1}, torch::kInt64);
+  std::vector<double> totals;
+  for (const bool bf16 : {false, true}) {
+    model->zero_grad();
+    torch::Tensor total;
+    {
+      core::Bf16Autocast autocast(torch::kCPU, bf16);
+      const SccelloEncoding enc = model->encode(batch.ids);
+      const torch::Tensor z = model->cell_vector(enc.cls);
+      const MgpResult mgp = masked_gene_prediction(*model, enc.hidden, mlm);
+      const CoherenceResult coh =
+          coherence_losses(z, labels, model->prototype_vectors(), model->affine_projection);
+      const AlignmentResult align =
+          alignment_loss(z, torch::Tensor(), labels, model->levels(), model->ancestor_mask(),
+                         AlignmentNegatives::local, nullptr);
+      total = mgp.loss + coh.coherence + coh.regularisation + align.loss;
+    }
+    EXPECT_EQ(total.scalar_type(), torch::kFloat32);
+    total.backward();
+    for (const auto& item : model->named_parameters()) {
+      ASSERT_TRUE(item.value().grad().defined()) << item.key();
+      EXPECT_TRUE(torch::isfinite(item.value().grad()).all().item<bool>()) << item.key();
+    }
+    totals.push_back(total.item<double>());
+  }
+  EXPECT_NEAR(totals[1], totals[0], 0.05 * std::abs(totals[0]));
 }
 
 // ---- 7. State dict
