@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
   build-essential cmake ninja-build ccache pkg-config git shellcheck
   libtorch-dev
+  # OpenBLAS (OpenMP build) as the system BLAS: LibTorch's matrix products otherwise run on the
+  # reference BLAS (Fortran loops), ~2x slower end to end for scCello's quickstart model here.
+  libopenblas0-openmp
   openmpi-bin libopenmpi-dev
   libhdf5-openmpi-dev hdf5-tools
   libyaml-cpp-dev

@@ -55,10 +55,21 @@ GeneVocabulary GeneVocabulary::from_file(const std::string& path) {
   if (!in) throw core::InputError("data.vocabulary: cannot read " + path);
   GeneVocabulary vocabulary;
   std::string line;
+  bool token_table = false;  // a Geneformer/scCello token table: the genes are its 2nd column
   for (int number = 1; std::getline(in, line); ++number) {
     line = trim(line);
     if (line.empty() || line[0] == '#') continue;
-    const std::string gene = strip_gene_version(line.substr(0, line.find_first_of(" \t")));
+    if (vocabulary.genes_.empty() && !token_table && line.rfind("id\ttoken", 0) == 0) {
+      token_table = true;
+      continue;
+    }
+    std::string field = line;
+    if (token_table) {
+      const std::size_t tab = line.find('\t');
+      field = tab == std::string::npos ? "" : line.substr(tab + 1);
+      if (field.empty() || field[0] == '<') continue;  // <pad>, <mask>, <cls>
+    }
+    const std::string gene = strip_gene_version(field.substr(0, field.find_first_of(" \t")));
     const auto id = static_cast<std::int32_t>(vocabulary.genes_.size());
     if (!vocabulary.index_.emplace(gene, id).second) {
       throw core::InputError(path + ":" + std::to_string(number) + ": gene " + gene +

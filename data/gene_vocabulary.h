@@ -22,7 +22,9 @@ std::unordered_map<std::string, std::string> load_gene_map(const std::string& pa
 
 class GeneVocabulary {
  public:
-  /// One gene id per line (version suffixes stripped); blank lines and '#' comments skipped.
+  /// One gene id per line (version suffixes stripped); blank lines and '#' comments skipped. A
+  /// token table whose header starts "id<TAB>token" (scCello's vocabulary.tsv: id, token, ...)
+  /// gives its token column's genes in file order, the special tokens (<pad>, ...) left out.
   /// Throws InputError naming the file (and the line of a duplicate).
   static GeneVocabulary from_file(const std::string& path);
   /// `genes` in the order given (a model's rows, e.g. from its weights). Throws InputError

@@ -29,6 +29,9 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
       "output", po::value<std::string>()->required(), "the .h5ad to write (a copy plus obsm)")(
       "set", po::value<std::vector<std::string>>()->composing(), "override a spec key")(
       "batch-cells", po::value<std::int64_t>()->default_value(256), "cells per forward pass")(
+      "embedding", po::value<std::string>(),
+      "which embedding to write, for a family with several (scCello: cls, the default, or "
+      "cell)")(
       "label-column", po::value<std::string>(),
       "obs column for a classifier's predictions (default: predicted_<data.label_column>)");
   po::positional_options_description positional;
@@ -36,7 +39,7 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   const auto values = parse_command_options(
       "embed",
       "cellfm embed [SPEC] --weights W --input in.h5ad --output out.h5ad [--set KEY=VALUE]... "
-      "[--batch-cells N] [--label-column NAME]\n"
+      "[--batch-cells N] [--embedding KIND] [--label-column NAME]\n"
       "Writes out.h5ad: in.h5ad plus obsm/X_<family> [cells, embedding] (and, for a classifier, "
       "the predicted labels in obs). The weights carry the model's options, genes and "
       "statistics; SPEC (default: the spec the weights were trained with) may set the data and "
@@ -87,7 +90,11 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   comm_options.name = "tensor-parallel";
   BuiltFamily built = build_family(spec, world, grid, &weights.state, nullptr, comm_options);
   std::unique_ptr<ModelFamily>& family = built.family;
-  parallel::run_agreed(world, [&] { family->load_full_state_dict(weights.weights); });
+  parallel::run_agreed(world, [&] {
+    family->load_full_state_dict(weights.weights);
+    if (values->count("embedding"))
+      family->select_embedding((*values)["embedding"].as<std::string>());
+  });
   weights = {};
 
   data::EmbeddingOutputOptions output_options;

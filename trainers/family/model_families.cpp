@@ -2,14 +2,24 @@
 #include "core/error.h"
 #include "trainers/exceiver/exceiver_family.h"
 #include "trainers/family/model_family.h"
+#include "trainers/sccello/sccello_family.h"
 
 namespace cellfm::trainers {
 
 const std::vector<ModelFamilyEntry>& model_families() {
   static const std::vector<ModelFamilyEntry> families = {
       exceiver::family_entry(),
+      sccello::family_entry(),
   };
   return families;
+}
+
+void ModelFamily::select_embedding(const std::string& kind) {
+  const std::vector<std::string> kinds = embedding_kinds();
+  if (kinds.front() == kind) return;
+  std::string known;
+  for (const std::string& k : kinds) known += (known.empty() ? "" : ", ") + k;
+  throw core::UsageError("--embedding: this model writes " + known + ", not '" + kind + "'");
 }
 
 const ModelFamilyEntry& model_family(const std::string& name) {

@@ -132,6 +132,10 @@ class ModelFamily {
 
   /// Inference (no gradients).
   virtual InferenceOutput infer(const std::any& collated) = 0;
+  /// The embeddings infer() can return (`cellfm embed --embedding KIND`), the default first.
+  virtual std::vector<std::string> embedding_kinds() const { return {"default"}; }
+  /// Makes infer() return embedding `kind` (one of embedding_kinds(), else UsageError).
+  virtual void select_embedding(const std::string& kind);
   /// The obsm key embeddings are written to by `cellfm embed`, e.g. "X_exceiver".
   virtual std::string embedding_key() const = 0;
   virtual std::int64_t embedding_dim() const = 0;
