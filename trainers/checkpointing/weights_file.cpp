@@ -2,8 +2,10 @@
 #include "trainers/checkpointing/weights_file.h"
 
 #include <cstdlib>
+#include <filesystem>
 
 #include "core/error.h"
+#include "trainers/sccello/huggingface_layout.h"
 
 namespace cellfm::trainers {
 
@@ -20,6 +22,17 @@ void write_weights_file(const std::string& path, const core::NamedTensors& weigh
 }
 
 WeightsFile read_weights_file(const std::string& path) {
+  // A directory is a Hugging Face export; only scCello (a BERT) has that layout.
+  if (std::filesystem::is_directory(path)) {
+    if (!sccello::is_huggingface_directory(path)) {
+      throw core::InputError(path +
+                             " is a directory but not a Hugging Face model directory "
+                             "(config.json and model.safetensors, as `cellfm export --format "
+                             "huggingface` writes); weights are a .safetensors file or such a "
+                             "directory");
+    }
+    return sccello::read_huggingface_directory(path);
+  }
   core::SafetensorsContent content = core::read_safetensors(path);
   std::optional<FamilyState> state = read_family_state(content, path);
   if (!state) {

@@ -28,9 +28,10 @@ struct WeightsFile {
   std::int64_t step = 0;
 };
 
-/// Reads a weights file. Throws InputError naming `path` when it is unreadable or holds no family
-/// state (a file from before family state, or not written by cellfm: export it again from its
-/// checkpoint).
+/// Reads a weights file, or a directory in the Hugging Face layout that `cellfm export --format
+/// huggingface` writes (scCello: trainers/sccello/huggingface_layout.h). Throws InputError naming
+/// `path` when it is unreadable or holds no family state (a file from before family state, or not
+/// written by cellfm: export it again from its checkpoint).
 WeightsFile read_weights_file(const std::string& path);
 
 }  // namespace cellfm::trainers

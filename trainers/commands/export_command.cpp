@@ -1,6 +1,8 @@
-// `cellfm export --checkpoint DIR --output model.safetensors`: a checkpoint's full (unsharded)
-// weights under the family's released names, plus model.json with the model's options, genes and
-// labels, so the model loads without cellfm (safetensors + json in Python).
+// `cellfm export`: a checkpoint's full (unsharded) weights under the family's released names plus
+// model.json with the model's options, genes and labels, so the model loads without cellfm
+// (safetensors + json in Python); `--format huggingface` writes scCello as a Hugging Face BertModel
+// directory (trainers/sccello/huggingface_layout.h); `--from-reference` converts the reference
+// scCello's own checkpoint (trainers/sccello/reference_conversion.h).
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
@@ -15,6 +17,10 @@
 #include "trainers/checkpointing/weights_file.h"
 #include "trainers/cli/cli_command.h"
 #include "trainers/family/family_builder.h"
+#include "trainers/family/weights_spec.h"
+#include "trainers/sccello/huggingface_layout.h"
+#include "trainers/sccello/reference_conversion.h"
+#include "trainers/sccello/sccello_options.h"
 
 namespace cellfm::trainers {
 
@@ -50,30 +56,60 @@ json yaml_to_json(const YAML::Node& node) {
   return json_scalar(node.as<std::string>());
 }
 
-}  // namespace
+// What is exported: full weights under the family's released names, its state and provenance.
+struct ExportSource {
+  core::NamedTensors weights;
+  FamilyState state;
+  std::string family;
+  std::string spec_yaml;
+  std::int64_t step = 0;
+  std::vector<std::string> genes;   // embedding-row order
+  std::vector<std::string> labels;  // a classifier's predicted labels
+  std::string description;          // where it came from, for the closing line
+};
 
-int run_export_command(const std::vector<std::string>& args, CliContext& context) {
-  const parallel::Comm& world = context.world;
-  po::options_description options;
-  options.add_options()("checkpoint", po::value<std::string>()->required(),
-                        "a checkpoint directory (RUN/checkpoints/step_*)")(
-      "output", po::value<std::string>()->required(), "the .safetensors file to write");
-  po::positional_options_description positional;
-  const auto values = parse_command_options(
-      "export",
-      "cellfm export --checkpoint DIR --output model.safetensors\n"
-      "Writes the checkpoint's full weights (any tensor-parallel size, regathered) with the "
-      "family's released tensor names, and beside it <output>.json: family, model options, "
-      "genes (embedding-row order), labels, tensor shapes. `cellfm embed --weights` reads the "
-      "output too.",
-      options, positional, args, world);
-  if (!values) return 0;
-  const std::string dir = (*values)["checkpoint"].as<std::string>();
-  const std::string output = (*values)["output"].as<std::string>();
+// <output>.json beside a weights file: family, options, genes, labels and tensor shapes.
+void write_model_json(const std::string& output, const ExportSource& source) {
+  json shapes = json::object();
+  for (const auto& [name, tensor] : source.weights) shapes[name] = tensor.sizes().vec();
+  json state_shapes = json::object();  // the family state's arrays, as named in the file
+  for (const auto& [name, tensor] : source.state.tensors) {
+    state_shapes[kFamilyStatePrefix + name] = tensor.sizes().vec();
+  }
+  const YAML::Node resolved = YAML::Load(source.spec_yaml);
+  const json model_json = {{"format", "cellfm-model-1"},
+                           {"family", source.family},
+                           {"step", source.step},
+                           {"weights", fs::path(output).filename().string()},
+                           {"options", yaml_to_json(resolved["model"][source.family])},
+                           {"genes", source.genes},
+                           {"labels", source.labels},
+                           {"tensors", shapes},
+                           {"state_tensors", state_shapes}};
+  core::write_file_atomically(fs::path(output).replace_extension(".json").string(),
+                              model_json.dump(1) + "\n");
+}
 
+void refuse_huggingface(const std::string& family) {
+  if (family != "sccello") {
+    throw core::UsageError("cellfm export --format huggingface: the " +
+                           (family.empty() ? std::string("(unnamed)") : family) +
+                           " family has no Hugging Face layout; only sccello (a BERT model) "
+                           "exports as a transformers BertModel directory");
+  }
+}
+
+// The model of `spec` rebuilt whole on this process (one tensor-parallel rank of its own).
+BuiltFamily build_whole(const TrainingSpec& spec, const FamilyState& state) {
+  const parallel::Comm self = parallel::Comm::self();
+  const parallel::RankGrid grid = parallel::RankGrid::create(self, 1);
+  return build_family(spec, self, grid, &state, nullptr);
+}
+
+ExportSource from_checkpoint(const std::string& dir, bool huggingface, const parallel::Comm& world,
+                             TrainingSpec& spec) {
   CheckpointInfo info;
   TrainerState state;
-  TrainingSpec spec;
   parallel::run_agreed(world, [&] {
     const std::string problem = verify_checkpoint(dir);
     if (!problem.empty()) {
@@ -84,47 +120,180 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
         parse_trainer_state(info.trainer_state, (fs::path(dir) / "trainer_state.json").string());
     spec = load_training_spec((fs::path(dir) / "spec.yaml").string(),
                               {"parallel.tensor_parallel=1", "run.device=cpu"});
-  });
-  const core::ExperimentOptions& o = spec.experiment.options;
-  parallel::run_agreed(world, [&] {
+    if (huggingface) refuse_huggingface(spec.experiment.options.model.family);
     if (!info.family_state) {
       throw core::InputError("cellfm export: " + dir +
                              " has no family_state.safetensors (written by an older cellfm); "
                              "resume it with this version and checkpoint again");
     }
   });
-  // The model is rebuilt whole on each process: one tensor-parallel rank of its own.
-  const parallel::Comm self = parallel::Comm::self();
-  const parallel::RankGrid grid = parallel::RankGrid::create(self, 1);
-  BuiltFamily built = build_family(spec, self, grid, &*info.family_state, nullptr);
+  BuiltFamily built = build_whole(spec, *info.family_state);
+  ExportSource source;
   parallel::run_agreed(world, [&] {
-    const std::unique_ptr<ModelFamily>& family = built.family;
-    load_model_parameters(info, family->parameters(), 0, 1);
-    const core::NamedTensors weights = family->full_state_dict();
-    if (world.rank() != 0) return;
-    const std::vector<std::string> labels = family->predicted_label_names();
-    write_weights_file(output, weights, o.model.family, info.step, info.spec_yaml, family->state());
-    json shapes = json::object();
-    for (const auto& [name, tensor] : weights) shapes[name] = tensor.sizes().vec();
-    json state_shapes = json::object();  // the family state's arrays, as named in the file
-    for (const auto& [name, tensor] : family->state().tensors) {
-      state_shapes[kFamilyStatePrefix + name] = tensor.sizes().vec();
+    load_model_parameters(info, built.family->parameters(), 0, 1);
+    source.weights = built.family->full_state_dict();
+    source.state = built.family->state();
+    source.labels = built.family->predicted_label_names();
+  });
+  source.family = spec.experiment.options.model.family;
+  source.spec_yaml = info.spec_yaml;
+  source.step = info.step;
+  source.genes = info.vocabulary;
+  source.description = dir + " (step " + std::to_string(info.step) + ", " + source.family + ")";
+  return source;
+}
+
+ExportSource from_weights(const std::string& path, const parallel::Comm& world,
+                          TrainingSpec& spec) {
+  ExportSource source;
+  parallel::run_agreed(world, [&] {
+    WeightsFile file = read_weights_file(path);
+    refuse_huggingface(file.family);
+    spec = spec_for_weights("", {}, file.spec_yaml, path);
+    source.weights = std::move(file.weights);
+    source.state = std::move(file.state);
+    source.family = file.family;
+    source.spec_yaml = file.spec_yaml;
+    source.step = file.step;
+  });
+  source.genes = source.state.genes;
+  source.description = path + " (step " + std::to_string(source.step) + ", " + source.family + ")";
+  return source;
+}
+
+// The reference checkpoint, loaded into the model once so that a tensor of the wrong shape or a
+// missing one is reported now, and written back in the model's full list of names.
+ExportSource from_reference(const sccello::ReferenceConversionOptions& options,
+                            const parallel::Comm& world, TrainingSpec& spec) {
+  sccello::ConvertedReference converted;
+  parallel::run_agreed(world, [&] {
+    converted = sccello::convert_reference_checkpoint(options);
+    spec = spec_for_weights("", {}, converted.spec_yaml, options.state_path);
+  });
+  BuiltFamily built = build_whole(spec, converted.state);
+  ExportSource source;
+  parallel::run_agreed(world, [&] {
+    built.family->load_full_state_dict(converted.weights);
+    source.weights = built.family->full_state_dict();
+  });
+  source.state = std::move(converted.state);
+  source.family = "sccello";
+  source.spec_yaml = converted.spec_yaml;
+  source.genes = source.state.genes;
+  source.description = options.state_path + " (the reference scCello: " + converted.summary + ")";
+  return source;
+}
+
+}  // namespace
+
+int run_export_command(const std::vector<std::string>& args, CliContext& context) {
+  const parallel::Comm& world = context.world;
+  po::options_description options;
+  options.add_options()("checkpoint", po::value<std::string>(),
+                        "a checkpoint directory (RUN/checkpoints/step_*)")(
+      "weights", po::value<std::string>(),
+      "a weights file (cellfm train/export) or Hugging Face directory, to export in another "
+      "format")("from-reference", po::value<std::string>(),
+                "a reference scCello checkpoint (.safetensors with its own state-dict names: "
+                "bert.*, cls.*, cell_cls.*, ...)")(
+      "format", po::value<std::string>()->default_value("cellfm"),
+      "cellfm (a weights .safetensors + .json) or huggingface (a directory: config.json, "
+      "model.safetensors, vocab.txt, sccello_heads.safetensors; scCello only)")(
+      "output", po::value<std::string>()->required(),
+      "the .safetensors file (cellfm) or directory (huggingface) to write")(
+      "vocabulary", po::value<std::string>(),
+      "--from-reference: the reference's vocabulary.tsv (token ids, genes, medians)")(
+      "labels", po::value<std::string>(),
+      "--from-reference: Cell Ontology ids naming the rows of its ctgraph_sim, one per line")(
+      "ontology", po::value<std::string>(),
+      "--from-reference without ontology matrices in the checkpoint: the OBO file (default: the "
+      "shipped Cell Ontology)")("config", po::value<std::string>(),
+                                "--from-reference: the checkpoint's Hugging Face config.json "
+                                "(heads, eps, dropout; default: the released values)");
+  po::positional_options_description positional;
+  positional.add("output", 1);
+  const auto values = parse_command_options(
+      "export",
+      "cellfm export --checkpoint DIR [--format cellfm|huggingface] OUTPUT\n"
+      "cellfm export --weights W --format huggingface OUTPUT_DIR\n"
+      "cellfm export --from-reference STATE.safetensors --vocabulary vocabulary.tsv [--labels "
+      "FILE] [--ontology OBO] [--config config.json] [--format cellfm|huggingface] OUTPUT\n"
+      "cellfm format: the full weights (any tensor-parallel size, regathered) with the family's "
+      "released tensor names, and beside it <output>.json: family, model options, genes "
+      "(embedding-row order), labels, tensor shapes. huggingface (scCello): a directory that "
+      "transformers' BertModel loads (config.json, model.safetensors, vocab.txt) with the "
+      "scCello heads, ontology matrices and gene medians in sccello_heads.safetensors. "
+      "`cellfm embed --weights` reads either.",
+      options, positional, args, world);
+  if (!values) return 0;
+  const auto text = [&](const char* key) {
+    return values->count(key) ? (*values)[key].as<std::string>() : std::string();
+  };
+  const std::string output = text("output");
+  const std::string format = text("format");
+  if (format != "cellfm" && format != "huggingface") {
+    throw core::UsageError("cellfm export: --format is '" + format +
+                           "', not one of cellfm, huggingface");
+  }
+  const bool huggingface = format == "huggingface";
+  const int sources = static_cast<int>(values->count("checkpoint") + values->count("weights") +
+                                       values->count("from-reference"));
+  if (sources != 1) {
+    throw core::UsageError(
+        "cellfm export: give exactly one of --checkpoint, --weights, --from-reference");
+  }
+  if (!values->count("from-reference")) {
+    for (const char* key : {"vocabulary", "labels", "ontology", "config"}) {
+      if (values->count(key)) {
+        throw core::UsageError(std::string("cellfm export: --") + key +
+                               " goes with --from-reference");
+      }
     }
-    const YAML::Node resolved = YAML::Load(info.spec_yaml);
-    const json model_json = {{"format", "cellfm-model-1"},
-                             {"family", o.model.family},
-                             {"step", info.step},
-                             {"weights", fs::path(output).filename().string()},
-                             {"options", yaml_to_json(resolved["model"][o.model.family])},
-                             {"genes", info.vocabulary},
-                             {"labels", labels},
-                             {"tensors", shapes},
-                             {"state_tensors", state_shapes}};
-    core::write_file_atomically(fs::path(output).replace_extension(".json").string(),
-                                model_json.dump(1) + "\n");
-    std::printf("exported %s (step %lld, %s): %s and %s\n", dir.c_str(),
-                static_cast<long long>(info.step), o.model.family.c_str(), output.c_str(),
-                fs::path(output).replace_extension(".json").string().c_str());
+  }
+  if (values->count("weights") && !huggingface) {
+    throw core::UsageError("cellfm export: --weights " + text("weights") +
+                           " is already in cellfm's format; give --format huggingface");
+  }
+
+  TrainingSpec spec;
+  ExportSource source;
+  if (values->count("checkpoint")) {
+    source = from_checkpoint(text("checkpoint"), huggingface, world, spec);
+  } else if (values->count("weights")) {
+    source = from_weights(text("weights"), world, spec);
+  } else {
+    sccello::ReferenceConversionOptions conversion;
+    conversion.state_path = text("from-reference");
+    conversion.vocabulary_path = text("vocabulary");
+    conversion.labels_path = text("labels");
+    conversion.ontology_path = text("ontology");
+    conversion.config_path = text("config");
+    if (conversion.vocabulary_path.empty()) {
+      throw core::UsageError(
+          "cellfm export --from-reference: give --vocabulary (the reference's vocabulary.tsv: "
+          "token ids, genes and their medians; experiments/sccello/vocabulary.tsv is the "
+          "released one)");
+    }
+    source = from_reference(conversion, world, spec);
+  }
+
+  parallel::run_agreed(world, [&] {
+    if (world.rank() != 0) return;
+    if (huggingface) {
+      const auto& options = dynamic_cast<const sccello::SccelloOptions&>(spec.selected());
+      sccello::write_huggingface_directory(output, source.weights, options, source.state,
+                                           source.spec_yaml, source.step);
+      std::printf("exported %s as a Hugging Face BertModel directory: %s (%s, %s, %s, %s)\n",
+                  source.description.c_str(), output.c_str(), sccello::kHuggingfaceConfig,
+                  sccello::kHuggingfaceModel, sccello::kHuggingfaceVocabulary,
+                  sccello::kHuggingfaceHeads);
+    } else {
+      write_weights_file(output, source.weights, source.family, source.step, source.spec_yaml,
+                         source.state);
+      write_model_json(output, source);
+      std::printf("exported %s: %s and %s\n", source.description.c_str(), output.c_str(),
+                  fs::path(output).replace_extension(".json").string().c_str());
+    }
     std::fflush(stdout);
   });
   return 0;
