@@ -17,7 +17,7 @@ std::uint64_t mix64(std::uint64_t z) {
   return z ^ (z >> 31);
 }
 
-std::uint64_t splitmix64(std::uint64_t& state) {
+std::uint64_t next_splitmix64(std::uint64_t& state) {
   state += 0x9e3779b97f4a7c15ULL;
   return mix64(state);
 }
@@ -82,7 +82,7 @@ SynthRng::SynthRng(std::uint64_t seed, std::uint64_t a, std::uint64_t b, std::ui
   key = mix64(key + 0x9e3779b97f4a7c15ULL * (a + 1));
   key = mix64(key ^ (0xbb67ae8584caa73bULL * (b + 1)));
   key = mix64(key + 0x3c6ef372fe94f82bULL * (c + 1));
-  for (auto& word : s_) word = splitmix64(key);
+  for (auto& word : s_) word = next_splitmix64(key);
 }
 
 std::uint64_t SynthRng::next() {

@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "parallel/blocking_watchdog.h"
 #include "parallel/mpi_native.h"
 
 namespace cellfm::parallel {
@@ -48,12 +49,14 @@ int Comm::size() const {
 }
 
 void Comm::barrier() const {
+  const BlockingCollective watched("barrier", 0);
   CELLFM_MPI_CHECK(MPI_Barrier(handle_->comm));
 }
 
 namespace {
 std::int64_t allreduce_int64(MPI_Comm comm, std::int64_t value, MPI_Op op) {
   std::int64_t result = 0;
+  const BlockingCollective watched("allreduce", 8);
   CELLFM_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_INT64_T, op, comm));
   return result;
 }
@@ -71,6 +74,7 @@ std::int64_t Comm::allreduce_sum(std::int64_t value) const {
 
 double Comm::allreduce_sum_real(double value) const {
   double result = 0;
+  const BlockingCollective watched("allreduce", 8);
   CELLFM_MPI_CHECK(MPI_Allreduce(&value, &result, 1, MPI_DOUBLE, MPI_SUM, handle_->comm));
   return result;
 }
@@ -81,6 +85,8 @@ constexpr std::size_t kReducePiece = std::size_t{1} << 28;
 
 template <class T>
 void allreduce_vector(MPI_Comm comm, std::vector<T>& values, MPI_Datatype type) {
+  const BlockingCollective watched("allreduce",
+                                   static_cast<std::int64_t>(values.size() * sizeof(T)));
   for (std::size_t at = 0; at < values.size(); at += kReducePiece) {
     const int count = static_cast<int>(std::min(kReducePiece, values.size() - at));
     CELLFM_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, values.data() + at, count, type, MPI_SUM, comm));
@@ -118,6 +124,8 @@ void Comm::allreduce_sum_double_double(std::vector<double>& hi_lo) const {
   MPI_Op op = MPI_OP_NULL;
   CELLFM_MPI_CHECK(MPI_Op_create(&double_double_sum, 1, &op));
   try {
+    const BlockingCollective watched("allreduce",
+                                     static_cast<std::int64_t>(hi_lo.size() * sizeof(double)));
     for (std::size_t at = 0; at < hi_lo.size() / 2; at += kReducePiece) {
       const int count = static_cast<int>(std::min(kReducePiece, hi_lo.size() / 2 - at));
       CELLFM_MPI_CHECK(
@@ -134,6 +142,7 @@ void Comm::allreduce_sum_double_double(std::vector<double>& hi_lo) const {
 
 std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
   std::vector<std::uint64_t> values(static_cast<std::size_t>(size()));
+  const BlockingCollective watched("allgather", 8);
   CELLFM_MPI_CHECK(
       MPI_Allgather(&value, 1, MPI_UINT64_T, values.data(), 1, MPI_UINT64_T, handle_->comm));
   return values;
@@ -141,6 +150,7 @@ std::vector<std::uint64_t> Comm::allgather(std::uint64_t value) const {
 
 std::string Comm::broadcast(const std::string& value, int root) const {
   std::uint64_t length = value.size();
+  const BlockingCollective watched("broadcast", static_cast<std::int64_t>(value.size()));
   CELLFM_MPI_CHECK(MPI_Bcast(&length, 1, MPI_UINT64_T, root, handle_->comm));
   std::string result = rank() == root ? value : std::string(length, '\0');
   CELLFM_CHECK(length <= static_cast<std::uint64_t>(INT32_MAX), "broadcast string over 2 GiB");

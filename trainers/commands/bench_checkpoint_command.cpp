@@ -23,6 +23,7 @@
 #include "parallel/agreement.h"
 #include "trainers/checkpointing/checkpoint.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/report_format.h"
 
 namespace cellfm::trainers {
 namespace {
@@ -35,12 +36,6 @@ using Clock = std::chrono::steady_clock;
 
 constexpr std::int64_t kDefaultBytes = std::int64_t{1} << 30;
 constexpr std::int64_t kTensorFloats = std::int64_t{16} << 20;  // 64 MB per tensor at most
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n == 0 ? 0 : n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
 
 // Runs `work` on every rank after a barrier; the slowest rank's seconds, on every rank.
 template <typename Work>
@@ -154,12 +149,6 @@ ordered_json rate(double seconds, std::int64_t bytes) {
   j["seconds"] = seconds;
   j["mb_per_s"] = seconds > 0 ? bytes / seconds / 1e6 : 0.0;
   return j;
-}
-
-std::string fixed(double value, int digits) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(digits) << value;
-  return out.str();
 }
 
 }  // namespace

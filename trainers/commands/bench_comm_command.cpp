@@ -15,18 +15,13 @@
 #include "parallel/data_parallel.h"
 #include "parallel/raw_allreduce.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/report_format.h"
 
 namespace cellfm::trainers {
 namespace {
 
 namespace po = boost::program_options;
 using nlohmann::ordered_json;
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n == 0 ? 0 : n % 2 ? values[n / 2] : (values[n / 2 - 1] + values[n / 2]) / 2;
-}
 
 // Seconds of each allreduce through the communicator, timed like time_raw_allreduce.
 std::vector<double> time_communicator(parallel::Communicator& communicator,

@@ -29,6 +29,7 @@
 #include "data/transforms.h"
 #include "parallel/agreement.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/report_format.h"
 #include "trainers/family/model_family.h"
 
 namespace cellfm::trainers {
@@ -183,12 +184,6 @@ ordered_json run_peers(const std::vector<std::string>& files, const BenchOptions
   } catch (const std::exception&) {
     return {{"error", std::string("bench_peers.py printed no JSON: ") + out}};
   }
-}
-
-std::string fixed(double value, int digits = 0) {
-  std::ostringstream out;
-  out << std::fixed << std::setprecision(digits) << value;
-  return out.str();
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "data/keyed_permutation.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/report_format.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
 #include "trainers/loop/trainer.h"
@@ -23,12 +24,6 @@ using nlohmann::ordered_json;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-double median_of(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t n = values.size();
-  return n % 2 ? values[n / 2] : 0.5 * (values[n / 2 - 1] + values[n / 2]);
-}
 
 /// `cells` cells of `nnz` distinct genes each (keyed), counts 1..32, as the corpus delivers them.
 data::CorpusBatch synthetic_cells(std::int64_t cells, std::int64_t genes, std::int64_t nnz,
@@ -136,10 +131,10 @@ int run_bench_exceiver(const std::vector<std::string>& args, CliContext& context
     }
     ordered_json row;
     row["mode"] = mode;
-    row["train_cells_per_s"] = static_cast<double>(cells) / median_of(train_s);
-    row["inference_cells_per_s"] = static_cast<double>(cells) / median_of(infer_s);
-    row["collate_cells_per_s"] = static_cast<double>(cells) / median_of(collate_s);
-    row["train_step_s"] = median_of(train_s);
+    row["train_cells_per_s"] = static_cast<double>(cells) / median(train_s);
+    row["inference_cells_per_s"] = static_cast<double>(cells) / median(infer_s);
+    row["collate_cells_per_s"] = static_cast<double>(cells) / median(collate_s);
+    row["train_step_s"] = median(train_s);
     results.push_back(row);
   }
   if (world.rank() != 0) return 0;

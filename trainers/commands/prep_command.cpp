@@ -17,6 +17,7 @@
 #include "data/gene_stats.h"
 #include "parallel/agreement.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/report_format.h"
 #include "trainers/family/model_family.h"
 
 namespace cellfm::trainers {
@@ -51,12 +52,6 @@ constexpr const char* kStatsFormat =
     "nnz_per_cell_{min,p10,median,mean,p90,max} (non-zero genes per cell; Exceiver's n_mask is\n"
     "int(0.15 * nnz_per_cell_median)), median_underflow_genes. The result does not depend on\n"
     "the number of ranks.\n";
-
-std::string fixed(double value, int digits) {
-  char buffer[64];
-  std::snprintf(buffer, sizeof buffer, "%.*f", digits, value);
-  return buffer;
-}
 
 int run_stats(const std::vector<std::string>& args, CliContext& context) {
   const parallel::Comm& world = context.world;

@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "data/keyed_permutation.h"
 #include "parallel/agreement.h"
+#include "parallel/blocking_watchdog.h"
 #include "parallel/data_parallel.h"
 #include "parallel/shards.h"
 #include "trainers/checkpointing/checkpoint.h"
@@ -74,6 +75,9 @@ class Trainer {
         world_(world),
         grid_(parallel::RankGrid::create(world, static_cast<int>(o_.parallel.tensor_parallel))) {
     use_node_share_of_cores(world);
+    // The blocking exchanges (agreement, checkpoints) get the communicators' deadline too.
+    parallel::set_blocking_collective_timeout(std::chrono::milliseconds(
+        static_cast<std::int64_t>(o_.parallel.collective_timeout_s * 1000.0)));
 
     const auto seed = static_cast<std::uint64_t>(o_.run.seed);
     train_corpus_ = std::make_unique<data::Corpus>(
