@@ -517,6 +517,9 @@ class Trainer {
     data::LoaderOptions options = data::loader_options(
         o_.data, static_cast<std::uint64_t>(o_.run.seed), grid_.dp_rank, grid_.dp_size);
     options.start = start;
+    // Held-out batches keep the sampler's order: the first evaluation.batches of them are then
+    // the same cells with and without data.group_by_length.
+    options.group_by_length = options.group_by_length && mode == CollateMode::train;
     options.worker_threads = 2;
     options.io = io_;  // every loader of the run on one HDF5 thread
     ModelFamily* family = family_.get();
