@@ -37,7 +37,7 @@ bool is_bert_tensor(const std::string& name) {
          starts_with(name, "bert.embeddings.LayerNorm.") || starts_with(name, "bert.encoder.");
 }
 
-const torch::Tensor* find(const core::NamedTensors& tensors, const std::string& name) {
+const torch::Tensor* named_tensor(const core::NamedTensors& tensors, const std::string& name) {
   for (const auto& [key, tensor] : tensors) {
     if (key == name) return &tensor;
   }
@@ -129,7 +129,7 @@ std::vector<std::string> legacy_row_names() {
 std::pair<core::NamedTensors, core::NamedTensors> split_for_huggingface(
     const core::NamedTensors& reference) {
   const auto get = [&](const std::string& name) -> const torch::Tensor& {
-    const torch::Tensor* t = find(reference, name);
+    const torch::Tensor* t = named_tensor(reference, name);
     if (t == nullptr)
       throw core::InputError("sccello weights: the tensor '" + name + "' is missing");
     return *t;
@@ -179,8 +179,9 @@ core::NamedTensors join_from_huggingface(const core::NamedTensors& bert,
   }
   const torch::Tensor row = token_type->narrow(0, 0, 1).to(torch::kFloat32);
   const std::vector<std::string> legacy = legacy_row_names();
-  const torch::Tensor* rows[3] = {find(sccello, legacy[0]), find(sccello, legacy[1]),
-                                  find(sccello, legacy[2])};
+  const torch::Tensor* rows[3] = {named_tensor(sccello, legacy[0]),
+                                  named_tensor(sccello, legacy[1]),
+                                  named_tensor(sccello, legacy[2])};
   const bool kept = rows[0] != nullptr && rows[1] != nullptr && rows[2] != nullptr &&
                     rows[0]->sizes() == row.sizes() && rows[1]->sizes() == row.sizes() &&
                     rows[2]->sizes() == row.sizes() &&
@@ -234,7 +235,7 @@ void write_huggingface_directory(const std::string& dir, const core::NamedTensor
                                  const std::string& spec_yaml, std::int64_t step) {
   auto [bert, sccello] = split_for_huggingface(reference);
   const std::int64_t tokens = static_cast<std::int64_t>(state.genes.size()) + 3;
-  const torch::Tensor* words = find(bert, "embeddings.word_embeddings.weight");
+  const torch::Tensor* words = named_tensor(bert, "embeddings.word_embeddings.weight");
   if (words == nullptr || words->size(0) != tokens) {
     throw core::InputError("sccello weights: the word table has " +
                            (words ? std::to_string(words->size(0)) : std::string("no")) +
@@ -320,7 +321,7 @@ WeightsFile read_huggingface_directory(const std::string& dir) {
   const std::string model_path = (fs::path(dir) / kHuggingfaceModel).string();
   core::SafetensorsContent bert = core::read_safetensors(model_path);
   file.weights = join_from_huggingface(bert.tensors, heads.tensors, dir);
-  const torch::Tensor* words = find(file.weights, "bert.embeddings.word_embeddings.weight");
+  const torch::Tensor* words = named_tensor(file.weights, "bert.embeddings.word_embeddings.weight");
   if (words == nullptr || words->dim() != 2 ||
       words->size(0) != static_cast<std::int64_t>(genes.size()) + 3) {
     throw core::InputError(

@@ -18,7 +18,7 @@ namespace {
 
 using nlohmann::json;
 
-const torch::Tensor* find(const core::NamedTensors& tensors, const std::string& name) {
+const torch::Tensor* tensor_in(const core::NamedTensors& tensors, const std::string& name) {
   for (const auto& [key, tensor] : tensors) {
     if (key == name) return &tensor;
   }
@@ -84,7 +84,7 @@ ConvertedReference convert_reference_checkpoint(const ReferenceConversionOptions
     }
   }
   const auto get = [&](const std::string& name) -> const torch::Tensor& {
-    const torch::Tensor* t = find(content.tensors, name);
+    const torch::Tensor* t = tensor_in(content.tensors, name);
     if (t == nullptr || t->dim() < 1) {
       throw core::InputError(source + ": no tensor '" + name +
                              "' (reference names as in sccello-state-dict.tsv: bert.*, cls.*, "
@@ -94,8 +94,8 @@ ConvertedReference convert_reference_checkpoint(const ReferenceConversionOptions
   };
   const torch::Tensor& words = get("bert.embeddings.word_embeddings.weight");
   std::int64_t layers = 0;
-  while (find(content.tensors, "bert.encoder.layer." + std::to_string(layers) +
-                                   ".attention.self.query.weight") != nullptr) {
+  while (tensor_in(content.tensors, "bert.encoder.layer." + std::to_string(layers) +
+                                        ".attention.self.query.weight") != nullptr) {
     ++layers;
   }
   if (layers == 0) get("bert.encoder.layer.0.attention.self.query.weight");
@@ -122,8 +122,8 @@ ConvertedReference convert_reference_checkpoint(const ReferenceConversionOptions
   // the labels' matrices from the OBO file.
   std::vector<std::string> labels;
   if (!options.labels_path.empty()) labels = read_lines(options.labels_path);
-  const torch::Tensor* levels = find(content.tensors, "ctgraph_sim");
-  const torch::Tensor* ancestors = find(content.tensors, "cell_type_ancestor_mask");
+  const torch::Tensor* levels = tensor_in(content.tensors, "ctgraph_sim");
+  const torch::Tensor* ancestors = tensor_in(content.tensors, "cell_type_ancestor_mask");
   FamilyState state;
   std::string ontology_text;
   torch::Tensor level_matrix, ancestor_matrix;
