@@ -21,7 +21,7 @@ bool DataOptions::operator==(const DataOptions& o) const {
          block_cells == o.block_cells && shuffle_blocks == o.shuffle_blocks &&
          decode_threads == o.decode_threads && transfer == o.transfer &&
          batch_shape == o.batch_shape && group_max_cells == o.group_max_cells &&
-         gene_stats == o.gene_stats;
+         group_by_length == o.group_by_length && gene_stats == o.gene_stats;
 }
 bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
@@ -130,6 +130,9 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
       .add("data.group_max_cells", &o.data.group_max_cells,
            "groups: larger groups are subsampled to this many cells (0: no cap)")
       .at_least(0);
+  schema.add("data.group_by_length", &o.data.group_by_length,
+             "cells: batches of cells with similar gene counts (less padding), within groups of "
+             "min(50, window cells / batch_cells) steps; Hugging Face's group_by_length");
 
   schema.add("data.gene_stats", &o.data.gene_stats,
              "per-gene statistics (TSV) written by `cellfm prep stats`; empty: none");

@@ -1,9 +1,11 @@
-// BufferPool and gather_rows.
+// BufferPool, length-grouped row selection and gather_rows.
 #include "data/batch_assembly.h"
 
 #include <algorithm>
 
+#include "core/error.h"
 #include "data/buffer_reuse.h"
+#include "data/length_grouping.h"
 
 namespace cellfm::data {
 
@@ -19,6 +21,29 @@ void BufferPool::give(CsrBatch&& buffer) {
   if (buffer.genes.capacity() == 0) return;  // nothing worth keeping
   std::lock_guard<std::mutex> lock(mutex_);
   if (spare_.size() < limit_) spare_.push_back(std::move(buffer));
+}
+
+std::int64_t row_length(const RowSource& source) {
+  const std::vector<std::int64_t>& offsets = source.from->cells.offsets;
+  return offsets[static_cast<std::size_t>(source.row) + 1] -
+         offsets[static_cast<std::size_t>(source.row)];
+}
+
+std::vector<RowSource> length_grouped_rows(const std::vector<RowSource>& group,
+                                           const std::vector<std::int64_t>& step_sizes,
+                                           std::uint64_t key, std::size_t step_in_group) {
+  CELLFM_CHECK(step_in_group < step_sizes.size(), "length_grouped_rows: no such step");
+  std::vector<std::int64_t> lengths;
+  lengths.reserve(group.size());
+  for (const RowSource& source : group) lengths.push_back(row_length(source));
+  // Every step of the group recomputes the same assignment: a few hundred lengths sorted, and
+  // the workers assembling the group's steps share nothing.
+  const std::vector<std::size_t> mine =
+      length_grouped_batches(lengths, step_sizes, key)[step_in_group];
+  std::vector<RowSource> rows;
+  rows.reserve(mine.size());
+  for (const std::size_t index : mine) rows.push_back(group[index]);
+  return rows;
 }
 
 CorpusBatch gather_rows(const std::vector<RowSource>& sources, CsrBatch buffer) {

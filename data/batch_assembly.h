@@ -1,4 +1,5 @@
-// Assembling a shuffled batch from cached read blocks: a gather of rows into one CorpusBatch, and
+// Assembling a shuffled batch from cached read blocks: a gather of rows into one CorpusBatch (after
+// length grouping picks them, when it is on), and
 // a small pool of spare CSR buffers so that steady-state reads and gathers write into memory that
 // is already mapped (fresh pages fault one by one, which dominated the loader's time).
 // Threads: BufferPool is thread-safe; gather_rows touches only its arguments.
@@ -33,6 +34,17 @@ struct RowSource {
   const CorpusBatch* from = nullptr;
   std::int64_t row = 0;
 };
+
+/// The stored entries (non-zero genes in the vocabulary) of a row: the length that length
+/// grouping sorts by (a rank-value model's token count before its cap, less its <cls>).
+std::int64_t row_length(const RowSource& source);
+
+/// Length grouping's share of one step: `group` the rows of a length group's cells in the
+/// sampler's order, `step_sizes` and `key` the group's (data/length_grouping.h); the rows of the
+/// group's step `step_in_group`, longest first.
+std::vector<RowSource> length_grouped_rows(const std::vector<RowSource>& group,
+                                           const std::vector<std::int64_t>& step_sizes,
+                                           std::uint64_t key, std::size_t step_in_group);
 
 /// The rows `sources` name, in their order, as one batch (labels, groups and spatial coordinates
 /// follow when the blocks carry them), written into `buffer`'s memory.

@@ -17,6 +17,7 @@
 
 #include "core/error.h"
 #include "data/batch_assembly.h"
+#include "data/length_grouping.h"
 
 namespace cellfm::data {
 namespace {
@@ -50,6 +51,12 @@ struct Plan {
   LoadedBatch loaded;                                      // without data yet
   std::vector<std::shared_ptr<Read>> reads;                // the reads it needs, each once
   std::vector<std::pair<std::size_t, std::int64_t>> rows;  // (index into reads, row in the read)
+  // Length grouping: `rows` holds the whole group's cells in the sampler's order, and the batch
+  // is the share of the group's step `step_in_group` (data/length_grouping.h).
+  bool grouped = false;
+  std::size_t step_in_group = 0;
+  std::vector<std::int64_t> step_sizes;
+  std::uint64_t group_key = 0;
 };
 
 // Thrown inside a worker to unwind when the loader stops.
@@ -69,6 +76,13 @@ std::int64_t batch_bytes(const CorpusBatch& batch) {
 struct DataLoader::Impl {
   Impl(const Corpus& corpus_in, const LoaderOptions& options_in)
       : corpus(corpus_in), options(options_in) {
+    if (options.group_by_length) {
+      if (options.shape == BatchShape::groups) {
+        throw core::UsageError(
+            "data.group_by_length applies to data.batch_shape: cells, not to whole groups");
+      }
+      check_length_grouped_start(options.start, options.sampler, options.dp_size);
+    }
     if (options.shape == BatchShape::groups) {
       group_sampler.emplace(corpus.group_runs(), options.groups, options.dp_rank, options.dp_size,
                             options.start);
@@ -94,6 +108,7 @@ struct DataLoader::Impl {
   std::optional<CellSampler> cell_sampler;
   std::optional<GroupSampler> group_sampler;
   std::int64_t steps_per_epoch = 0;
+  std::optional<LengthGroup> length_group;  // with group_by_length: the group being planned
 
   // Workers take batch numbers in order (planning under the mutex), assemble and transform them
   // in parallel and file them in `ready`; next() takes them from `ready` in number order.
@@ -123,10 +138,11 @@ struct DataLoader::Impl {
   std::int64_t cached_bytes = 0;
 
   // Blocks the cache keeps: the shuffle windows that steps read ahead span (two, plus the blocks
-  // of a batch that straddles them), so a window's blocks stay while it is consumed.
+  // of a batch that straddles them), so a window's blocks stay while it is consumed; a length
+  // group (at most a window's worth of cells, behind the read-ahead) may span one more window.
   std::size_t keep_blocks() const {
     const SamplerOptions& s = options.sampler;
-    return static_cast<std::size_t>(2 * s.shuffle_blocks + 2 +
+    return static_cast<std::size_t>((options.group_by_length ? 3 : 2) * s.shuffle_blocks + 2 +
                                     (s.batch_cells + s.block_cells - 1) / s.block_cells);
   }
   bool may_plan() const {
@@ -263,7 +279,18 @@ Plan DataLoader::Impl::plan_cells() {
   const std::int64_t step = cell_sampler->step();
   const SampledBatch sampled = cell_sampler->next();
   const std::int64_t read_end = std::min(epoch.steps_per_epoch(), step + 1 + ahead);
-  for (const CellRange& range : epoch.read_ranges(step, read_end)) {
+  std::vector<CellRange> ranges = epoch.read_ranges(step, read_end);
+  if (options.group_by_length) {
+    if (!length_group || length_group->epoch != sampled.epoch || step < length_group->first_step ||
+        step >= length_group->end_step) {
+      length_group.emplace(data::length_group(corpus.cells(), options.sampler, options.dp_rank,
+                                              options.dp_size, epoch, step));
+    }
+    // The whole group's blocks first: this step's cells are known once all of them are read.
+    ranges.insert(ranges.begin(), length_group->read_ranges.begin(),
+                  length_group->read_ranges.end());
+  }
+  for (const CellRange& range : ranges) {
     std::int64_t block = range.begin / block_cells;
     const std::int64_t last = (range.end - 1) / block_cells;
     while (block <= last) {
@@ -289,8 +316,14 @@ Plan DataLoader::Impl::plan_cells() {
   plan.loaded.epoch = sampled.epoch;
   plan.loaded.step = sampled.step;
   plan.loaded.state_after = cell_sampler->state();
+  if (options.group_by_length) {
+    plan.grouped = true;
+    plan.step_in_group = static_cast<std::size_t>(step - length_group->first_step);
+    plan.step_sizes = length_group->step_sizes;
+    plan.group_key = length_group->key;
+  }
   std::vector<std::int64_t> pinned;
-  for (std::int64_t ordinal : sampled.cells) {
+  for (std::int64_t ordinal : plan.grouped ? length_group->cells : sampled.cells) {
     const std::int64_t block = ordinal / block_cells;
     pinned.push_back(block);
     const CachedBlock& cached = blocks.at(block);
@@ -299,6 +332,8 @@ Plan DataLoader::Impl::plan_cells() {
     if (index == plan.reads.size()) plan.reads.push_back(cached.read);
     plan.rows.emplace_back(index, cached.first_row + ordinal - block * block_cells);
   }
+  std::sort(pinned.begin(), pinned.end());
+  pinned.erase(std::unique(pinned.begin(), pinned.end()), pinned.end());
   evict(keep_blocks(), pinned);
   return plan;
 }
@@ -326,6 +361,9 @@ LoadedBatch DataLoader::Impl::assemble(Plan& plan) {
   std::vector<RowSource> sources;
   sources.reserve(plan.rows.size());
   for (const auto& [index, row] : plan.rows) sources.push_back({&plan.reads[index]->batch, row});
+  if (plan.grouped) {
+    sources = length_grouped_rows(sources, plan.step_sizes, plan.group_key, plan.step_in_group);
+  }
   LoadedBatch loaded = std::move(plan.loaded);
   loaded.data = gather_rows(sources, pool->take());
   plan.reads.clear();  // a read no block points to any more is freed (its buffers recycled) here
@@ -440,6 +478,12 @@ LoaderOptions loader_options(const core::DataOptions& data, std::uint64_t seed,
   options.sampler.batch_cells = data.batch_cells;
   options.groups.seed = seed;
   options.groups.max_cells = data.group_max_cells;
+  if (data.group_by_length && options.shape == BatchShape::groups) {
+    throw core::UsageError(
+        "data.group_by_length applies to data.batch_shape: cells (a groups batch holds a whole "
+        "group whatever its cells' lengths); set one of them differently");
+  }
+  options.group_by_length = data.group_by_length;
   options.dp_rank = dp_rank;
   options.dp_size = dp_size;
   options.start.dp_history = {{0, dp_size}};

@@ -42,6 +42,11 @@ struct LoaderOptions {
   /// Threads that check and remap read blocks, gather batches from them and apply `transform`
   /// (at least 1).
   int worker_threads = 2;
+  /// Cells shape: batches of cells with similar stored gene counts within groups of steps
+  /// (data/length_grouping.h; Hugging Face's group_by_length), still each cell once per epoch
+  /// and resumable from any batch's state. A start that changes the dp size inside a group is
+  /// refused (InputError).
+  bool group_by_length = false;
   /// The thread making the loader's HDF5 calls, shared with the other loaders alive at the same
   /// time. Null: the loader starts its own, and must then be the process's only HDF5 user while it
   /// lives.
@@ -86,8 +91,8 @@ class DataLoader {
 };
 
 /// The loader options of a spec's data section for one data-parallel rank (batch shape, sampler,
-/// group cap, decode and transfer settings live in `data`). Throws UsageError for
-/// `data.batch_shape: groups` without `data.group_column`.
+/// group cap, length grouping, decode and transfer settings live in `data`). Throws UsageError
+/// for `data.batch_shape: groups` without `data.group_column`, or with data.group_by_length.
 LoaderOptions loader_options(const core::DataOptions& data, std::uint64_t seed,
                              std::int64_t dp_rank, std::int64_t dp_size);
 

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "data/length_grouping.h"
 #include "tests/data/corpus_fixture.h"
 
 namespace cellfm::data {
@@ -273,6 +274,95 @@ TEST_F(LoaderTest, LargeGroupsAreSubsampledTheSameWayOnEveryRun) {
     }
   }
   EXPECT_EQ(epoch_cells(), first);
+}
+
+// Length grouping (data.group_by_length) on the fixture, whose cells store 1 to 3 genes: every
+// batch holds the sampler's batch size with rows as the corpus stores them, longest first; each
+// group of steps holds the sampler's own cells of those steps (so every cell once per epoch over
+// the ranks); a resume from any batch's state continues identically; padding does not grow; a
+// start that changes the dp size inside a group and grouping whole groups are refused.
+TEST_F(LoaderTest, LengthGroupingKeepsEveryCellOnceAndResumesExactly) {
+  const Corpus corpus(corpus_options(), world);
+  LoaderOptions plain_options = loader_options();
+  plain_options.sampler.shuffle_blocks = 6;  // windows of 12 cells: groups of 4 steps of 3
+  LoaderOptions options = plain_options;
+  options.group_by_length = true;
+  ASSERT_EQ(length_group_steps(options.sampler), 4);
+  const auto drain = [&](const LoaderOptions& o) {  // the rest of the start's epoch
+    std::vector<LoadedBatch> batches;
+    DataLoader loader(corpus, o);
+    for (;;) {
+      batches.push_back(loader.next());
+      if (batches.back().state_after.epoch != batches.back().epoch) return batches;
+    }
+  };
+  const auto ids = [](const LoadedBatch& batch) { return batch.data.cells.cell_ids; };
+  const std::vector<LoadedBatch> grouped = drain(options);
+  const std::vector<LoadedBatch> plain = drain(plain_options);
+  ASSERT_EQ(grouped.size(), plain.size());
+  std::int64_t mine = 0;
+  std::int64_t checksum = 0;
+  PaddingCount grouped_padding, plain_padding;
+  std::vector<std::int64_t> group_cells, plain_cells;
+  for (std::size_t i = 0; i < grouped.size(); ++i) {
+    const LoadedBatch& batch = grouped[i];
+    EXPECT_EQ(batch.step, plain[i].step);
+    EXPECT_EQ(batch.state_after, plain[i].state_after);
+    ASSERT_EQ(batch.data.cells.cells(), plain[i].data.cells.cells());
+    expect_rows_match_corpus(corpus, batch.data);
+    const auto lengths = [](const CsrBatch& c) {
+      std::vector<std::int64_t> out;
+      for (std::int64_t r = 0; r < c.cells(); ++r) out.push_back(c.offsets[r + 1] - c.offsets[r]);
+      return out;
+    };
+    const std::vector<std::int64_t> mine_lengths = lengths(batch.data.cells);
+    EXPECT_TRUE(std::is_sorted(mine_lengths.rbegin(), mine_lengths.rend())) << "step " << i;
+    count_padding(mine_lengths, grouped_padding);
+    count_padding(lengths(plain[i].data.cells), plain_padding);
+    for (std::int64_t id : ids(batch)) {
+      ++mine;
+      checksum += (id + 1) * (id + 1);
+      group_cells.push_back(id);
+    }
+    for (std::int64_t id : ids(plain[i])) plain_cells.push_back(id);
+    if ((i + 1) % 4 == 0 || i + 1 == grouped.size()) {  // a group's end: the same cells
+      std::sort(group_cells.begin(), group_cells.end());
+      std::sort(plain_cells.begin(), plain_cells.end());
+      EXPECT_EQ(group_cells, plain_cells) << "the group ending at step " << i;
+      group_cells.clear();
+      plain_cells.clear();
+    }
+  }
+  const std::int64_t n = corpus.cells();
+  EXPECT_EQ(world.allreduce_sum(mine), n);
+  EXPECT_EQ(world.allreduce_sum(checksum), n * (n + 1) * (2 * n + 1) / 6);
+  const std::int64_t grouped_positions = world.allreduce_sum(grouped_padding.positions);
+  const std::int64_t plain_positions = world.allreduce_sum(plain_padding.positions);
+  EXPECT_LE(grouped_positions, plain_positions);
+  if (world.size() == 1) {
+    EXPECT_LT(grouped_positions, plain_positions);
+  }
+
+  for (std::size_t i = 0; i + 1 < grouped.size(); ++i) {
+    LoaderOptions resumed = options;
+    resumed.start = grouped[i].state_after;
+    const std::vector<LoadedBatch> rest = drain(resumed);
+    ASSERT_EQ(rest.size(), grouped.size() - i - 1);
+    for (std::size_t k = 0; k < rest.size(); ++k) {
+      EXPECT_EQ(ids(rest[k]), ids(grouped[i + 1 + k])) << "resumed after step " << i;
+    }
+  }
+
+  if (grouped.size() > 1) {  // the state after step 0 is inside the first group
+    LoaderOptions wider = options;
+    wider.start = grouped[0].state_after;
+    wider.dp_size = 2 * world.size();
+    wider.dp_rank = 2 * world.rank();
+    EXPECT_THROW(DataLoader(corpus, wider), core::InputError);
+  }
+  LoaderOptions whole_groups = options;
+  whole_groups.shape = BatchShape::groups;
+  EXPECT_THROW(DataLoader(corpus, whole_groups), core::UsageError);
 }
 
 TEST_F(LoaderTest, TransformThreadsKeepTheOrderAndReportFailures) {

@@ -38,8 +38,12 @@ std::map<std::string, std::string> flattened(const std::string& yaml, const std:
   return out;
 }
 
-bool breaks_checkpoint(const std::string& key) {
+bool breaks_checkpoint(const std::string& key, const std::string& before,
+                       const std::string& after) {
   if (key.rfind("model.", 0) == 0) return true;
+  // data.group_by_length decides which cells the partly consumed length group's steps took; a
+  // checkpoint written before the key existed ran without it.
+  if (key == "data.group_by_length") return !(before == "(absent)" && after == "false");
   for (const char* fixed :
        {"run.seed", "optimizer.name", "data.batch_cells", "data.block_cells", "data.shuffle_blocks",
         "data.batch_shape", "data.group_column", "data.group_max_cells", "data.label_column"}) {
@@ -65,7 +69,7 @@ SpecChanges compare_specs(const std::string& before, const std::string& after,
   }
   SpecChanges out;
   for (const auto& [key, values] : changed) {
-    (breaks_checkpoint(key) ? out.breaking : out.harmless)
+    (breaks_checkpoint(key, values.first, values.second) ? out.breaking : out.harmless)
         .push_back({key, values.first, values.second});
   }
   return out;
