@@ -11,8 +11,14 @@ generator=()
 if command -v ninja >/dev/null && [[ ! -f build/CMakeCache.txt ]]; then
   generator=(-G Ninja)
 fi
+# A fresh build directory compiles the libraries as unity batches (about a quarter of the CPU
+# time of one unit per file); CELLFM_UNITY=0 turns that off. An existing one keeps its setting.
+unity=()
+if [[ ! -f build/CMakeCache.txt ]]; then
+  unity=(-DCELLFM_UNITY_BUILD="$([[ ${CELLFM_UNITY:-1} == 0 ]] && echo OFF || echo ON)")
+fi
 start=$(date +%s)
-cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "$@"
+cmake -S . -B build "${generator[@]}" -DCMAKE_BUILD_TYPE=Release "${unity[@]}" "$@"
 targets=()
 for target in ${CELLFM_BUILD_TARGETS:-}; do targets+=(--target "$target"); done
 cmake --build build --parallel "$jobs" "${targets[@]}"

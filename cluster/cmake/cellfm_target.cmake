@@ -9,11 +9,6 @@ set_property(GLOBAL PROPERTY CELLFM_PCH_OWNER "")
 
 function(cellfm_apply_defaults target)
   target_compile_options(${target} PRIVATE ${CELLFM_WARNINGS})
-  if(CELLFM_UNITY_BUILD)
-    # In a unity source the .cpp is no longer the main file, so GCC flags every class holding a
-    # type from that .cpp's anonymous namespace; the linkage is still internal to the batch.
-    target_compile_options(${target} PRIVATE -Wno-subobject-linkage)
-  endif()
   target_include_directories(${target} PUBLIC ${PROJECT_SOURCE_DIR})
   # We use MPI's C API; keep Open MPI's/MPICH's deprecated C++ bindings out of every unit.
   target_compile_definitions(${target} PRIVATE OMPI_SKIP_MPICXX=1 MPICH_SKIP_MPICXX=1)
