@@ -46,7 +46,7 @@ struct DataOptions {
       "collective";  ///< MPI-IO transfers of HDF5 reads (collective measured faster)
   std::string batch_shape = "cells";    ///< cells | groups (all cells of one group_column value)
   std::int64_t group_max_cells = 2000;  ///< groups: cells per group batch, subsampled above; 0 all
-  bool group_by_length = false;  ///< cells: batches of similar length within groups of steps
+  bool group_by_length = false;         ///< cells: batches of similar length within groups of steps
   std::string gene_stats;  ///< per-gene statistics file written by `cellfm prep stats` ("" none)
   bool operator==(const DataOptions&) const;
 };

@@ -87,9 +87,9 @@ TEST_F(SccelloTrainTest, TrainsWithEveryLossAndTheHeldOutMgpFalls) {
                   1e-3 * std::abs(line["loss"].get<double>()));
     }
     if (line.contains("eval_mgp")) {
-      for (const char* key : {"eval_mgp_accuracy", "eval_coherence", "eval_prototype_accuracy",
-                              "eval_regularisation", "eval_alignment", "eval_knn_accuracy",
-                              "eval_pca_knn_accuracy"}) {
+      for (const char* key :
+           {"eval_mgp_accuracy", "eval_coherence", "eval_prototype_accuracy", "eval_regularisation",
+            "eval_alignment", "eval_knn_accuracy", "eval_pca_knn_accuracy"}) {
         EXPECT_TRUE(line.contains(key)) << key << " missing in " << line.dump();
       }
       if (first_mgp < 0) first_mgp = line["eval_mgp"];
