@@ -11,7 +11,7 @@
 #include <string>
 #include <thread>
 
-#include "parallel/communicator.h"
+#include "parallel/collective_queue.h"
 #include "parallel/mpi_native.h"
 
 namespace cellfm::parallel {
@@ -70,18 +70,9 @@ class BlockingWatchdog {
       for (const auto& [id, entry] : in_flight_) {
         const auto waited = now - entry.since;
         if (waited < timeout_) continue;
-        const std::int64_t step = collective_step();
-        std::ostringstream message;
-        message << "cellfm: error: rank " << world_rank_or_zero() << ": blocking " << entry.what
-                << " of " << entry.bytes << " bytes"
-                << (step >= 0 ? " at training step " + std::to_string(step)
-                              : std::string(" outside training"))
-                << " has not finished after "
-                << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() / 1000.0
-                << " s (collective timeout " << static_cast<double>(timeout_.count()) / 1000.0
-                << " s): another rank died, hangs or skipped it; aborting the job\n";
-        std::cerr << message.str() << std::flush;
-        MPI_Abort(MPI_COMM_WORLD, 1);
+        abort_overdue_collective(
+            "blocking " + std::string(entry.what) + " of " + std::to_string(entry.bytes) + " bytes",
+            collective_step(), waited, timeout_);
       }
     }
   }

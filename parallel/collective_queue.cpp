@@ -4,6 +4,7 @@
 #include <mpi.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
 
@@ -100,6 +101,22 @@ void CollectiveQueue::run_tasks() {
   }
 }
 
+void abort_overdue_collective(const std::string& what, std::int64_t step,
+                              std::chrono::steady_clock::duration waited,
+                              std::chrono::milliseconds timeout) {
+  std::ostringstream message;
+  message << "cellfm: error: rank " << world_rank_or_zero() << ": " << what
+          << (step >= 0 ? " at training step " + std::to_string(step)
+                        : std::string(" outside training"))
+          << " has not finished after "
+          << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() / 1000.0
+          << " s (collective timeout " << static_cast<double>(timeout.count()) / 1000.0
+          << " s): another rank died, hangs or skipped it; aborting the job\n";
+  std::cerr << message.str() << std::flush;
+  MPI_Abort(MPI_COMM_WORLD, 1);
+  std::abort();  // MPI_Abort does not return
+}
+
 void CollectiveQueue::watch() {
   const auto tick = std::max(std::chrono::milliseconds(10), timeout_ / 20);
   std::unique_lock<std::mutex> lock(mutex_);
@@ -108,17 +125,9 @@ void CollectiveQueue::watch() {
     if (!running_) continue;
     const auto waited = std::chrono::steady_clock::now() - running_since_;
     if (waited < timeout_) continue;
-    std::ostringstream message;
-    message << "cellfm: error: rank " << world_rank_or_zero() << ": " << running_what_ << " of "
-            << running_bytes_ << " bytes on " << describe_
-            << (running_step_ >= 0 ? " at training step " + std::to_string(running_step_)
-                                   : std::string(" outside training"))
-            << " has not finished after "
-            << std::chrono::duration_cast<std::chrono::milliseconds>(waited).count() / 1000.0
-            << " s (collective timeout " << static_cast<double>(timeout_.count()) / 1000.0
-            << " s): another rank died, hangs or skipped it; aborting the job\n";
-    std::cerr << message.str() << std::flush;
-    MPI_Abort(MPI_COMM_WORLD, 1);
+    abort_overdue_collective(
+        running_what_ + " of " + std::to_string(running_bytes_) + " bytes on " + describe_,
+        running_step_, waited, timeout_);
   }
 }
 

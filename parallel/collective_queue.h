@@ -32,6 +32,13 @@ class QueuedWork : public Work {
   std::exception_ptr error_;
 };
 
+/// Prints the watchdog's report of a collective (`what`, e.g. "allreduce of 8 bytes on
+/// communicator 'world' (mpi)", started at training step `step`, -1 outside training) that has
+/// run `waited` past `timeout`, and aborts the job.
+[[noreturn]] void abort_overdue_collective(const std::string& what, std::int64_t step,
+                                           std::chrono::steady_clock::duration waited,
+                                           std::chrono::milliseconds timeout);
+
 class CollectiveQueue {
  public:
   /// `describe` names the communicator in watchdog reports ("communicator 'world' (mpi)").
