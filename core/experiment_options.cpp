@@ -21,7 +21,8 @@ bool DataOptions::operator==(const DataOptions& o) const {
          block_cells == o.block_cells && shuffle_blocks == o.shuffle_blocks &&
          decode_threads == o.decode_threads && transfer == o.transfer &&
          batch_shape == o.batch_shape && group_max_cells == o.group_max_cells &&
-         group_by_length == o.group_by_length && gene_stats == o.gene_stats;
+         group_by_length == o.group_by_length && gene_stats == o.gene_stats &&
+         on_bad_cell == o.on_bad_cell;
 }
 bool ModelOptions::operator==(const ModelOptions& o) const {
   return family == o.family;
@@ -136,6 +137,12 @@ void add_experiment_fields(SpecSchema& schema, ExperimentOptions& o) {
 
   schema.add("data.gene_stats", &o.data.gene_stats,
              "per-gene statistics (TSV) written by `cellfm prep stats`; empty: none");
+  schema
+      .add("data.on_bad_cell", &o.data.on_bad_cell,
+           "a cell with a gene index out of range or twice, or a NaN, infinite, negative (or, for "
+           "a model that needs raw counts, fractional) value: error ends the run naming the file "
+           "and row; skip leaves it out and counts it (damaged files fail either way)")
+      .choices({"error", "skip"});
 
   // The families are registered in trainers/, which checks the name (core does not know them).
   schema.add("model.family", &o.model.family, "the model family");

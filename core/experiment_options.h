@@ -48,6 +48,8 @@ struct DataOptions {
   std::int64_t group_max_cells = 2000;  ///< groups: cells per group batch, subsampled above; 0 all
   bool group_by_length = false;         ///< cells: batches of similar length within groups of steps
   std::string gene_stats;  ///< per-gene statistics file written by `cellfm prep stats` ("" none)
+  std::string on_bad_cell = "error";  ///< error | skip: a cell with corrupt values ends the run,
+                                      ///< or is left out and counted
   bool operator==(const DataOptions&) const;
 };
 

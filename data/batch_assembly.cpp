@@ -68,6 +68,10 @@ CorpusBatch gather_rows(const std::vector<RowSource>& sources, CsrBatch buffer) 
   }
   for (const RowSource& s : sources) {
     const CorpusBatch& source = *s.from;
+    if (!source.bad.empty() && source.bad[s.row]) {
+      ++out.skipped;  // a bad cell (data.on_bad_cell: skip): its row is empty
+      continue;
+    }
     const CsrBatch& from = source.cells;
     const std::int64_t begin = from.offsets[s.row];
     const std::int64_t end = from.offsets[s.row + 1];

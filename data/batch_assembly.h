@@ -47,7 +47,8 @@ std::vector<RowSource> length_grouped_rows(const std::vector<RowSource>& group,
                                            std::uint64_t key, std::size_t step_in_group);
 
 /// The rows `sources` name, in their order, as one batch (labels, groups and spatial coordinates
-/// follow when the blocks carry them), written into `buffer`'s memory.
+/// follow when the blocks carry them), written into `buffer`'s memory. Rows marked bad
+/// (CorpusBatch::bad) are left out and counted in the result's `skipped`.
 CorpusBatch gather_rows(const std::vector<RowSource>& sources, CsrBatch buffer);
 
 }  // namespace cellfm::data

@@ -2,9 +2,14 @@
 // and reading ordinal ranges through a small LRU of open files.
 #include "data/corpus.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <charconv>
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <list>
 #include <map>
@@ -13,6 +18,7 @@
 #include <unordered_map>
 
 #include "core/error.h"
+#include "core/log.h"
 #include "data/chunked_reader.h"
 #include "data/file_patterns.h"
 #include "parallel/agreement.h"
@@ -100,6 +106,53 @@ void append_rows(CsrBatch& out, CsrBatch&& rows) {
   out.cell_ids.insert(out.cell_ids.end(), rows.cell_ids.begin(), rows.cell_ids.end());
 }
 
+// Empties the rows of `batch` at the (ascending) positions of `bad`, in place.
+void clear_rows(CsrBatch& batch, const std::vector<BadRow>& bad) {
+  std::int64_t write = 0;
+  std::size_t next = 0;
+  for (std::int64_t r = 0; r < batch.cells(); ++r) {
+    const std::int64_t begin = batch.offsets[r];
+    const std::int64_t end = batch.offsets[r + 1];
+    batch.offsets[r] = write;
+    if (next < bad.size() && bad[next].index == r) {
+      ++next;
+      continue;
+    }
+    if (write != begin) {  // moves entries forward: write < begin
+      std::copy(batch.genes.begin() + begin, batch.genes.begin() + end,
+                batch.genes.begin() + write);
+      std::copy(batch.values.begin() + begin, batch.values.begin() + end,
+                batch.values.begin() + write);
+    }
+    write += end - begin;
+  }
+  batch.offsets.back() = write;
+  batch.genes.resize(static_cast<std::size_t>(write));
+  batch.values.resize(static_cast<std::size_t>(write));
+}
+
+// Drops the rows finish marked bad (and their metadata), counting them in `skipped`.
+void drop_bad_rows(CorpusBatch& batch) {
+  if (batch.bad.empty()) return;
+  std::vector<std::size_t> kept;
+  for (std::size_t r = 0; r < batch.bad.size(); ++r) {
+    if (!batch.bad[r]) kept.push_back(r);
+  }
+  batch.skipped += static_cast<std::int64_t>(batch.bad.size() - kept.size());
+  const auto pick = [&](auto& values, std::size_t width) {
+    if (values.empty()) return;
+    for (std::size_t k = 0; k < kept.size(); ++k) {
+      for (std::size_t j = 0; j < width; ++j) values[k * width + j] = values[kept[k] * width + j];
+    }
+    values.resize(kept.size() * width);
+  };
+  pick(batch.labels, 1);
+  pick(batch.groups, 1);
+  pick(batch.spatial, 2);
+  keep_rows(batch.cells, kept);
+  batch.bad.clear();
+}
+
 // Accepted values of a filter, normalised like cell_text (booleans lower case).
 bool accepts(const std::vector<std::string>& values, const std::string& text) {
   for (const std::string& value : values) {
@@ -143,7 +196,14 @@ CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, 
   options.decode_threads = static_cast<int>(data.decode_threads);
   options.collective_transfer = data.transfer == "collective";
   options.block_cells = data.block_cells;
+  options.skip_bad_cells = parse_on_bad_cell(data.on_bad_cell);
   return options;
+}
+
+bool parse_on_bad_cell(const std::string& text) {
+  if (text == "error") return false;
+  if (text == "skip") return true;
+  throw core::UsageError("data.on_bad_cell must be one of error, skip, got '" + text + "'");
 }
 
 struct Corpus::State {
@@ -160,8 +220,17 @@ struct Corpus::State {
   std::int64_t cells = 0;
   std::vector<GroupRun> group_runs;
   std::int64_t ungrouped = 0;
-  // Open files, most recently used first.
-  mutable std::list<std::pair<std::size_t, std::unique_ptr<H5adFile>>> open_files;
+  // Open files, most recently used first, with the identity of what was opened.
+  struct OpenFile {
+    std::size_t index = 0;
+    std::unique_ptr<H5adFile> file;
+    dev_t device = 0;
+    ino_t inode = 0;
+    off_t bytes = 0;
+  };
+  mutable std::list<OpenFile> open_files;
+  // Per file: whether a skipped bad cell was reported (once per file).
+  mutable std::unique_ptr<std::atomic<bool>[]> warned;
 
   H5adOptions reader_options() const {
     H5adOptions reader;
@@ -169,6 +238,7 @@ struct Corpus::State {
     reader.decode_pool = pool;
     reader.collective_transfer = options.collective_transfer;
     reader.block_cells = options.block_cells;
+    reader.integer_counts = options.integer_counts;
     return reader;
   }
   const H5adFile& file(std::size_t index) const;
@@ -177,19 +247,54 @@ struct Corpus::State {
             std::set<std::string>& label_names, std::set<std::string>& group_names);
 };
 
+// The file is checked at every read (one stat): a file deleted or renamed during the run is an
+// error even while an open handle could still read it, so a run never trains on data that is no
+// longer where the spec says; a file replaced by another is reopened and must match the scan.
 const H5adFile& Corpus::State::file(std::size_t index) const {
+  const CorpusFileInfo& info = records[index].info;
+  const auto drop = [&] {
+    open_files.remove_if([&](const OpenFile& open) { return open.index == index; });
+  };
+  struct stat now {};
+  if (::stat(info.path.c_str(), &now) != 0) {
+    const int error = errno;
+    drop();
+    throw core::InputError(
+        info.path + ": " +
+        (error == ENOENT ? std::string("the file disappeared during the run (deleted or renamed "
+                                       "after the corpus was scanned)")
+                         : "cannot be read any more (" + std::string(std::strerror(error)) + ")") +
+        "; restore it, or start the run again without it");
+  }
   for (auto it = open_files.begin(); it != open_files.end(); ++it) {
-    if (it->first == index) {
+    if (it->index != index) continue;
+    if (it->device == now.st_dev && it->inode == now.st_ino) {
+      if (now.st_size < it->bytes) {
+        const off_t before = it->bytes;
+        drop();
+        throw core::InputError(info.path + ": the file was truncated during the run (" +
+                               with_thousands(now.st_size) + " bytes, " + with_thousands(before) +
+                               " when opened); copy or download it again");
+      }
       open_files.splice(open_files.begin(), open_files, it);
-      return *open_files.front().second;
+      return *open_files.front().file;
     }
+    open_files.erase(it);  // another file now has this name: open it afresh
+    break;
   }
   if (static_cast<int>(open_files.size()) >= std::max(1, options.max_open_files)) {
     open_files.pop_back();
   }
-  open_files.emplace_front(
-      index, std::make_unique<H5adFile>(records[index].info.path, self, reader_options()));
-  return *open_files.front().second;
+  auto opened = std::make_unique<H5adFile>(info.path, self, reader_options());
+  if (opened->n_obs() != info.rows || opened->n_vars() != info.genes) {
+    throw core::InputError(info.path + ": the file changed during the run (now " +
+                           with_thousands(opened->n_obs()) + " cells x " +
+                           with_thousands(opened->n_vars()) + " genes, " +
+                           with_thousands(info.rows) + " x " + with_thousands(info.genes) +
+                           " when the corpus was scanned); start the run again to rescan it");
+  }
+  open_files.push_front({index, std::move(opened), now.st_dev, now.st_ino, now.st_size});
+  return *open_files.front().file;
 }
 
 // The file row holding the file's kept cell number `kept_index` (select on the mask).
@@ -368,6 +473,7 @@ Corpus::Corpus(const CorpusOptions& options, const parallel::Comm& comm)
       s.infos.push_back(record.info);
     }
     s.cells = next;
+    s.warned = std::make_unique<std::atomic<bool>[]>(s.records.size());
     s.labels.assign(label_names.begin(), label_names.end());
     s.groups.assign(group_names.begin(), group_names.end());
     for (std::size_t i = 0; i < s.labels.size(); ++i) {
@@ -425,7 +531,9 @@ std::int64_t Corpus::index_bytes() const {
 }
 
 CorpusBatch Corpus::read(std::int64_t begin, std::int64_t end) const {
-  return finish(fetch(begin, end));
+  CorpusBatch batch = finish(fetch(begin, end));
+  drop_bad_rows(batch);
+  return batch;
 }
 
 CorpusFetch Corpus::fetch(std::int64_t begin, std::int64_t end, CsrBatch reuse) const {
@@ -489,12 +597,39 @@ CorpusBatch Corpus::finish(CorpusFetch fetched) const {
   const bool with_spatial = !s.options.spatial_obsm.empty() || !s.options.spatial_columns.empty();
   for (CorpusFetch::Piece& piece : fetched.pieces) {
     const FileRecord& record = s.records[piece.file];
-    check_rows(piece.check, piece.row_begin, piece.rows);
+    const auto kept = [&](std::int64_t row) {
+      return record.mask.empty() || (record.mask[row / 64] >> (row % 64) & 1);
+    };
+    std::vector<BadRow> bad;
+    if (s.options.skip_bad_cells) {
+      bad = find_bad_rows(piece.check, piece.row_begin, piece.rows);
+      // Rows the corpus does not use (filtered, held out) are neither checked nor counted.
+      bad.erase(std::remove_if(bad.begin(), bad.end(),
+                               [&](const BadRow& b) { return !kept(piece.row_begin + b.index); }),
+                bad.end());
+      if (!bad.empty()) {
+        clear_rows(piece.rows, bad);
+        if (!s.warned[piece.file].exchange(true)) {
+          CELLFM_LOG(warn) << piece.check.path << ": " << bad.front().cause
+                           << "; skipping this file's bad cells (data.on_bad_cell: skip)";
+        }
+      }
+    } else {
+      check_rows(piece.check, piece.row_begin, piece.rows);
+    }
     CsrBatch rows = std::move(piece.rows);
     std::vector<std::size_t> kept_rows;  // positions within [row_begin, row_end)
     for (std::int64_t r = piece.row_begin; r < piece.row_end; ++r) {
-      if (record.mask.empty() || (record.mask[r / 64] >> (r % 64) & 1)) {
-        kept_rows.push_back(static_cast<std::size_t>(r - piece.row_begin));
+      if (kept(r)) kept_rows.push_back(static_cast<std::size_t>(r - piece.row_begin));
+    }
+    if (!bad.empty() || !out.bad.empty()) {
+      out.bad.resize(static_cast<std::size_t>(out.cells.cells()), 0);
+      std::size_t next = 0;
+      for (std::size_t position : kept_rows) {
+        const bool is_bad =
+            next < bad.size() && bad[next].index == static_cast<std::int64_t>(position);
+        next += is_bad;
+        out.bad.push_back(is_bad ? 1 : 0);
       }
     }
     if (kept_rows.size() != static_cast<std::size_t>(rows.cells())) keep_rows(rows, kept_rows);

@@ -51,7 +51,17 @@ struct CorpusOptions {
   /// Keep cells without counts instead of skipping them (inference: every obs row gets an output,
   /// so with no filters and no split the corpus ordinals are the files' rows in order).
   bool keep_empty_cells = false;
+  /// data.on_bad_cell: skip. A cell failing the row checks (a gene index out of range or stored
+  /// twice, a value NaN, infinite, negative or, with integer_counts, fractional) is left out of
+  /// batches and counted (CorpusBatch::skipped) instead of failing the read with an InputError.
+  /// Damage to a file's structure (indptr, shapes, a truncated or vanished file) fails either way.
+  bool skip_bad_cells = false;
+  /// Values must be whole numbers too: a model family that needs raw counts.
+  bool integer_counts = false;
 };
+
+/// "error" | "skip" (data.on_bad_cell) as CorpusOptions::skip_bad_cells.
+bool parse_on_bad_cell(const std::string& text);
 
 /// The corpus options of a spec's data section for one split.
 CorpusOptions corpus_options(const core::DataOptions& data, std::uint64_t seed, CorpusSplit split);
@@ -83,6 +93,12 @@ struct CorpusBatch {
   std::vector<std::int32_t> labels;  ///< [cells] label ids (-1: missing); empty without labels
   std::vector<std::int32_t> groups;  ///< [cells] group ids; empty without a group column
   std::vector<float> spatial;        ///< [cells, 2] coordinates; empty without spatial data
+  /// [cells] 1: a bad cell (CorpusOptions::skip_bad_cells) whose row was left empty to keep the
+  /// rows' positions; only in Corpus::finish's output (gather_rows and Corpus::read drop such
+  /// rows). Empty when no row is bad.
+  std::vector<std::uint8_t> bad;
+  /// Bad cells dropped from this batch (by gather_rows or Corpus::read).
+  std::int64_t skipped = 0;
 };
 
 /// Kept cells as Corpus::fetch read them, before Corpus::finish: one piece per file touched.
@@ -123,14 +139,17 @@ class Corpus {
   std::int64_t ungrouped_cells() const;
 
   /// Kept cells [begin, end): one hyperslab read per file touched, filtered rows dropped, genes
-  /// remapped, metadata attached.
+  /// remapped, metadata attached; bad cells dropped and counted (skip_bad_cells), so the batch
+  /// may hold fewer than end - begin cells (cell_ids name the ones it holds).
   CorpusBatch read(std::int64_t begin, std::int64_t end) const;
 
   /// read() in two halves. fetch makes every HDF5 call (and chunk read) of the read: call it where
   /// HDF5 may be called (one thread: the IoExecutor's). `reuse` lends its vectors' capacity to the
   /// first file's rows. finish checks the rows, drops filtered ones, remaps genes and attaches
   /// the metadata without any HDF5 call: any thread, concurrently with fetch and with other
-  /// finishes. finish(fetch(b, e)) equals read(b, e) and throws the same errors.
+  /// finishes. finish(fetch(b, e)) equals read(b, e) (except that finish keeps bad cells as
+  /// empty rows marked in CorpusBatch::bad) and throws the same errors. fetch throws InputError
+  /// naming the file when a file vanished, shrank or changed shape since the scan.
   CorpusFetch fetch(std::int64_t begin, std::int64_t end, CsrBatch reuse = {}) const;
   CorpusBatch finish(CorpusFetch fetched) const;
 

@@ -64,8 +64,6 @@ struct H5adFile::State {
   [[noreturn]] void fail(const std::string& what) const {
     throw core::InputError(file.path() + ": " + what);
   }
-  void validate_values(const float* values, std::size_t count, std::int64_t first_row,
-                       const std::int64_t* row_offsets, const std::string& element) const;
   // Runs `read` (HDF5 reads of `what`, e.g. "rows 3 to 9 of X"); a failed read (a corrupt gzip
   // chunk, an I/O error) is bad input naming the file, not a failed library call.
   void read_or_fail(const std::function<void()>& read, const std::string& what) const;
@@ -139,26 +137,6 @@ std::string numpy_type_of(hid_t dataset) {
 }
 
 }  // namespace
-
-void H5adFile::State::validate_values(const float* values, std::size_t count,
-                                      std::int64_t first_row, const std::int64_t* row_offsets,
-                                      const std::string& element) const {
-  // One branch-free pass decides; the loop below only runs to name a bad value.
-  if (!any_suspect(values, count, options.require_counts)) return;
-  for (std::size_t i = 0; i < count; ++i) {
-    const float value = values[i];
-    if (std::isfinite(value) && (value >= 0 || !options.require_counts)) continue;
-    // Name the row: the first offset beyond i.
-    std::int64_t row = first_row;
-    if (row_offsets) {
-      std::int64_t r = 0;
-      while (row_offsets[r + 1] <= static_cast<std::int64_t>(i)) ++r;
-      row = first_row + r;
-    }
-    fail(element + " has " + (std::isfinite(value) ? "a negative count" : "a non-finite value") +
-         " at row " + with_thousands(row) + " (" + value_text(value) + ")");
-  }
-}
 
 void H5adFile::State::read_or_fail(const std::function<void()>& read,
                                    const std::string& what) const {
@@ -290,6 +268,15 @@ H5adFile::H5adFile(const std::string& path, const parallel::Comm& comm, const H5
   if (m.rows != s.n_obs) {
     s.fail(m.path + " has " + with_thousands(m.rows) + " rows but obs has " +
            with_thousands(s.n_obs));
+  }
+  if (h5_exists(id, s.var_path)) {
+    // A gene table shorter than the matrix is wide would leave genes without names (and index
+    // beyond the remap table); a longer one would name the wrong genes.
+    const std::int64_t genes = H5adDataframe(id, s.var_path, path).rows();
+    if (genes != m.cols) {
+      s.fail(m.path + " has " + with_thousands(m.cols) + " genes (columns) but " + s.var_path +
+             " has " + with_thousands(genes) + " rows: the gene table does not match the matrix");
+    }
   }
   if (m.format == MatrixFormat::csc) {
     const std::int64_t bytes = m.stored * 12 + (m.cols + m.rows + 2) * 8;
@@ -458,7 +445,6 @@ void H5adFile::fetch_rows(std::int64_t begin, std::int64_t end, CsrBatch& batch)
     batch.offsets.reserve(static_cast<std::size_t>(cells + 1));
     for (std::int64_t r = 0; r < cells; ++r) {
       const float* row = dense.data() + r * m.cols;
-      s.validate_values(row, static_cast<std::size_t>(m.cols), begin + r, nullptr, m.path);
       for (std::int64_t g = 0; g < m.cols; ++g) {
         if (row[g] != 0.0f) {
           batch.genes.push_back(static_cast<std::int32_t>(g));
@@ -478,8 +464,6 @@ void H5adFile::fetch_rows(std::int64_t begin, std::int64_t end, CsrBatch& batch)
     for (auto& offset : batch.offsets) offset -= lo;
     batch.genes.assign(all.genes.begin() + lo, all.genes.begin() + hi);
     batch.values.assign(all.values.begin() + lo, all.values.begin() + hi);
-    s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(),
-                      m.path);
     return;
   }
 
@@ -516,7 +500,10 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
   const MatrixInfo& m = s.matrix;
   CsrBatch batch;
   fetch_rows(begin, end, batch);
-  if (m.format == MatrixFormat::dense || s.converted) return batch;  // checked as it was made
+  if (m.format == MatrixFormat::dense || s.converted) {
+    check_rows(row_check(), begin, batch);
+    return batch;
+  }
   const std::int64_t lo = s.indptr[begin];
   const auto cols = static_cast<std::uint32_t>(m.cols);
   if (any_outside(batch.genes.data(), batch.genes.size(), static_cast<std::int32_t>(m.cols))) {
@@ -534,38 +521,90 @@ CsrBatch H5adFile::read_rows(std::int64_t begin, std::int64_t end) const {
     s.fail(m.path + "/indices has gene " + with_thousands(stored) + " outside [0, " +
            with_thousands(m.cols) + ") at row " + with_thousands(begin + r));
   }
-  s.validate_values(batch.values.data(), batch.values.size(), begin, batch.offsets.data(), m.path);
+  check_rows(row_check(), begin, batch);
   return batch;
 }
 
 RowCheck H5adFile::row_check() const {
   const State& s = *state_;
-  return RowCheck{s.file.path(), s.matrix.path, s.matrix.cols, s.options.require_counts};
+  return RowCheck{s.file.path(), s.matrix.path, s.matrix.cols, s.options.require_counts,
+                  s.options.integer_counts};
+}
+
+namespace {
+
+// Whether some value is not a whole number (NaN and infinities included).
+bool any_fraction(const float* values, std::size_t count) {
+  bool fraction = false;
+  for (std::size_t i = 0; i < count; ++i) fraction |= values[i] != std::trunc(values[i]);
+  return fraction;
+}
+
+// Why row `r` of `rows` fails the checks ("" when it passes); `row` is its file row.
+std::string bad_row_cause(const RowCheck& check, const CsrBatch& rows, std::int64_t r,
+                          std::int64_t row, std::vector<std::int32_t>& scratch) {
+  const std::int64_t begin = rows.offsets[r];
+  const std::int64_t end = rows.offsets[r + 1];
+  const std::string at = " at row " + with_thousands(row);
+  bool ascending = true;
+  for (std::int64_t k = begin; k < end; ++k) {
+    const std::int32_t gene = rows.genes[k];
+    if (gene < 0 || gene >= check.cols) {
+      return check.matrix + "/indices has gene " + with_thousands(gene) + " outside [0, " +
+             with_thousands(check.cols) + ")" + at;
+    }
+    if (k > begin && gene <= rows.genes[k - 1]) ascending = false;
+  }
+  if (!ascending) {  // unsorted rows are allowed; a gene stored twice is not
+    scratch.assign(rows.genes.begin() + begin, rows.genes.begin() + end);
+    std::sort(scratch.begin(), scratch.end());
+    const auto twice = std::adjacent_find(scratch.begin(), scratch.end());
+    if (twice != scratch.end()) {
+      return check.matrix + "/indices has gene " + with_thousands(*twice) + " twice" + at;
+    }
+  }
+  for (std::int64_t k = begin; k < end; ++k) {
+    const float value = rows.values[k];
+    if (!std::isfinite(value)) {
+      return check.matrix + " has a non-finite value" + at + " (" + value_text(value) + ")";
+    }
+    if (value < 0 && check.require_counts) {
+      return check.matrix + " has a negative count" + at + " (" + value_text(value) + ")";
+    }
+    if (check.integer_counts && value != std::trunc(value)) {
+      return check.matrix + " has a non-integer count" + at + " (" + value_text(value) +
+             ") but the model needs raw counts; point data.matrix at the counts (raw or X)";
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
+std::vector<BadRow> find_bad_rows(const RowCheck& check, std::int64_t first_row,
+                                  const CsrBatch& rows, std::size_t limit) {
+  const std::size_t nnz = rows.genes.size();
+  const std::int64_t cells = rows.cells();
+  const bool outside =
+      check.cols > 0 ? any_outside(rows.genes.data(), nnz, static_cast<std::int32_t>(check.cols))
+                     : nnz > 0;
+  if (!outside && !any_suspect(rows.values.data(), nnz, check.require_counts) &&
+      !(check.integer_counts && any_fraction(rows.values.data(), nnz)) &&
+      (cells == 0 || rows_strictly_ascending(rows.offsets.data(), cells, rows.genes.data()))) {
+    return {};
+  }
+  std::vector<BadRow> bad;
+  std::vector<std::int32_t> scratch;
+  for (std::int64_t r = 0; r < cells && bad.size() < limit; ++r) {
+    std::string cause = bad_row_cause(check, rows, r, first_row + r, scratch);
+    if (!cause.empty()) bad.push_back({r, std::move(cause)});
+  }
+  return bad;
 }
 
 void check_rows(const RowCheck& check, std::int64_t first_row, const CsrBatch& rows) {
-  const auto row_of = [&](std::size_t k) {  // the file row holding entry k
-    std::int64_t r = 0;
-    while (rows.offsets[r + 1] <= static_cast<std::int64_t>(k)) ++r;
-    return first_row + r;
-  };
-  const auto fail = [&](const std::string& what) {
-    throw core::InputError(check.path + ": " + check.matrix + what);
-  };
-  const std::size_t nnz = rows.genes.size();
-  if (any_outside(rows.genes.data(), nnz, static_cast<std::int32_t>(check.cols))) {
-    std::size_t k = 0;
-    while (rows.genes[k] >= 0 && rows.genes[k] < check.cols) ++k;
-    fail("/indices has gene " + with_thousands(rows.genes[k]) + " outside [0, " +
-         with_thousands(check.cols) + ") at row " + with_thousands(row_of(k)));
-  }
-  if (!any_suspect(rows.values.data(), nnz, check.require_counts)) return;
-  for (std::size_t k = 0; k < nnz; ++k) {
-    const float value = rows.values[k];
-    if (std::isfinite(value) && (value >= 0 || !check.require_counts)) continue;
-    fail(std::string(" has ") + (std::isfinite(value) ? "a negative count" : "a non-finite value") +
-         " at row " + with_thousands(row_of(k)) + " (" + value_text(value) + ")");
-  }
+  const std::vector<BadRow> bad = find_bad_rows(check, first_row, rows, 1);
+  if (!bad.empty()) throw core::InputError(check.path + ": " + bad.front().cause);
 }
 
 }  // namespace cellfm::data

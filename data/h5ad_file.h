@@ -57,6 +57,7 @@ struct RowCheck {
   std::string matrix;  ///< "X", "raw/X", ...
   std::int64_t cols = 0;
   bool require_counts = true;
+  bool integer_counts = false;  ///< values must also be whole numbers (H5adOptions)
 };
 
 struct H5adOptions {
@@ -76,12 +77,15 @@ struct H5adOptions {
   std::int64_t block_cells = 256;
   /// Values must be counts: finite and non-negative (set false to read e.g. a scaled X).
   bool require_counts = true;
+  /// Values must also be whole numbers: raw counts (a model family that needs them).
+  bool integer_counts = false;
 };
 
 class H5adFile {
  public:
   /// Opens `path` collectively on `comm` and reads its metadata. Throws InputError naming the
-  /// file for a file that is not HDF5, not h5ad, lacks the chosen matrix, or is malformed.
+  /// file for a file that is not HDF5, not h5ad, lacks the chosen matrix, or is malformed
+  /// (including a gene table whose row count differs from the matrix's columns).
   H5adFile(const std::string& path, const parallel::Comm& comm, const H5adOptions& options);
   ~H5adFile();
   H5adFile(H5adFile&&) noexcept;
@@ -105,8 +109,9 @@ class H5adFile {
   ObsColumn obs_column(const std::string& name, std::int64_t begin, std::int64_t end) const;
 
   /// Cells [begin, end) of the chosen matrix as CSR with int64 offsets and float values; validates
-  /// indptr (non-decreasing, in range), indices (within the gene count) and values (finite,
-  /// non-negative) and throws InputError "file: X/indptr decreases at row 1,234" on violations.
+  /// indptr (non-decreasing, in range), indices (within the gene count, none twice in a row) and
+  /// values (check_rows) and throws InputError "file: X/indptr decreases at row 1,234" on
+  /// violations.
   /// cell_ids are the file's row numbers. Independent (non-collective) I/O.
   CsrBatch read_rows(std::int64_t begin, std::int64_t end) const;
 
@@ -135,10 +140,23 @@ class H5adFile {
 };
 
 /// read_rows' checks of rows fetched by H5adFile::fetch_rows from file row `first_row` on: gene
-/// indices within [0, cols), values finite (and non-negative when counts are required). Makes no
-/// HDF5 call (any thread). Throws InputError "file: X/indices has gene 25 outside [0, 20) at row
-/// 1,100" (a 64-bit index beyond int32 is named as clipped to int32).
+/// indices within [0, cols) and none twice in one row, values finite (and non-negative when
+/// counts are required, whole numbers when integer counts are). Makes no HDF5 call (any thread).
+/// Throws InputError "file: X/indices has gene 25 outside [0, 20) at row 1,100" (a 64-bit index
+/// beyond int32 is named as clipped to int32) for the first bad row.
 void check_rows(const RowCheck& check, std::int64_t first_row, const CsrBatch& rows);
+
+/// A row failing check_rows' checks: its position in the rows checked, and the cause as the
+/// message names it after "file: " (e.g. "X has a negative count at row 7 (-3)").
+struct BadRow {
+  std::int64_t index = 0;
+  std::string cause;
+};
+
+/// Every row of `rows` failing check_rows' checks (at most `limit`), in row order; empty when all
+/// pass (one vectorised pass decides that). Any thread.
+std::vector<BadRow> find_bad_rows(const RowCheck& check, std::int64_t first_row,
+                                  const CsrBatch& rows, std::size_t limit = SIZE_MAX);
 
 /// "1,234,567": numbers in messages a user reads.
 std::string with_thousands(std::int64_t value);
