@@ -511,6 +511,36 @@ std::int64_t Corpus::ungrouped_cells() const {
 const std::vector<CorpusFileInfo>& Corpus::files() const {
   return state_->infos;
 }
+std::vector<std::int32_t> Corpus::measured_genes(std::size_t file) const {
+  const GeneRemap& remap = *state_->records.at(file).remap;
+  std::vector<std::int32_t> ids;
+  ids.reserve(remap.to_vocabulary.size());
+  for (std::int32_t id : remap.to_vocabulary) {
+    if (id >= 0) ids.push_back(id);
+  }
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+std::size_t Corpus::file_of(std::int64_t ordinal) const {
+  const std::vector<CorpusFileInfo>& infos = state_->infos;
+  // The last file whose first kept cell is at or before `ordinal` and that keeps cells.
+  std::size_t found = 0;
+  std::size_t low = 0, high = infos.size();
+  while (low < high) {
+    const std::size_t mid = (low + high) / 2;
+    if (infos[mid].first <= ordinal) {
+      found = mid;
+      low = mid + 1;
+    } else {
+      high = mid;
+    }
+  }
+  while (found > 0 && infos[found].kept == 0) --found;
+  return found;
+}
+
 const GeneVocabulary& Corpus::vocabulary() const {
   return state_->vocabulary;
 }

@@ -129,6 +129,11 @@ class Corpus {
 
   std::int64_t cells() const;
   const std::vector<CorpusFileInfo>& files() const;
+  /// The vocabulary ids file `file` (an index into files()) measures, ascending: its genes that
+  /// map to the vocabulary.
+  std::vector<std::int32_t> measured_genes(std::size_t file) const;
+  /// The index into files() of kept cell `ordinal`.
+  std::size_t file_of(std::int64_t ordinal) const;
   const GeneVocabulary& vocabulary() const;
   const std::vector<std::string>& labels() const;  ///< label id -> name (sorted)
   const std::vector<std::string>& groups() const;  ///< group id -> name (sorted)

@@ -366,6 +366,7 @@ LoadedBatch DataLoader::Impl::assemble(Plan& plan) {
   }
   LoadedBatch loaded = std::move(plan.loaded);
   loaded.data = gather_rows(sources, pool->take());
+  loaded.corpus = &corpus;
   plan.reads.clear();  // a read no block points to any more is freed (its buffers recycled) here
   if (options.transform) options.transform(loaded);
   return loaded;

@@ -60,7 +60,7 @@ TEST(GeneMeanBaseline, MatchesExplicitPerGeneMeansOfTheReferenceEntries) {
     by_gene[e.gene].first += 1;
     by_gene[e.gene].second += e.target;
   }
-  std::vector<double> y, model_error, baseline_error;
+  std::vector<double> y, model_error, baseline_error, model_prediction, baseline_prediction;
   double model_square = 0, baseline_square = 0;
   for (const Entry& e : held_out) {
     const auto found = by_gene.find(e.gene);
@@ -70,6 +70,8 @@ TEST(GeneMeanBaseline, MatchesExplicitPerGeneMeansOfTheReferenceEntries) {
     y.push_back(e.target);
     model_error.push_back(e.target - e.prediction);
     baseline_error.push_back(e.target - predicted);
+    model_prediction.push_back(e.prediction);
+    baseline_prediction.push_back(predicted);
     model_square += model_error.back() * model_error.back();
     baseline_square += baseline_error.back() * baseline_error.back();
   }
@@ -106,6 +108,23 @@ TEST(GeneMeanBaseline, MatchesExplicitPerGeneMeansOfTheReferenceEntries) {
   EXPECT_NEAR(scores.baseline_mse, baseline_square / n, 1e-12);
   EXPECT_NEAR(scores.model_explained_variance, explained_variance(y, model_error), 1e-12);
   EXPECT_NEAR(scores.baseline_explained_variance, explained_variance(y, baseline_error), 1e-12);
+  // Pearson's r, two-pass.
+  const auto pearson = [&](const std::vector<double>& p) {
+    double my = 0, mp = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      my += y[i] / n;
+      mp += p[i] / n;
+    }
+    double cov = 0, vy = 0, vp = 0;
+    for (std::size_t i = 0; i < y.size(); ++i) {
+      cov += (y[i] - my) * (p[i] - mp);
+      vy += (y[i] - my) * (y[i] - my);
+      vp += (p[i] - mp) * (p[i] - mp);
+    }
+    return cov / std::sqrt(vy * vp);
+  };
+  EXPECT_NEAR(scores.model_pearson, pearson(model_prediction), 1e-10);
+  EXPECT_NEAR(scores.baseline_pearson, pearson(baseline_prediction), 1e-10);
   // The genes' means differ, so the baseline explains much of the variance but not all.
   EXPECT_GT(scores.baseline_explained_variance, 0.5);
   EXPECT_LT(scores.baseline_explained_variance, 1.0);

@@ -126,6 +126,7 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
     for (std::int64_t at = begin; at < end; at += batch_cells) {
       data::LoadedBatch batch;
       batch.data = corpus.read(at, std::min(end, at + batch_cells));
+      batch.corpus = &corpus;
       if (needs.raw_counts) check_raw_counts(batch.data.cells, corpus);
       const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
       const torch::Tensor embedding = out.embedding.contiguous();

@@ -56,6 +56,7 @@ void GeneMeanBaseline::add(const torch::Tensor& gene_ids, const torch::Tensor& t
   const torch::Tensor e = y - p;
   error_square_ += (e * e).sum().item<double>();
   error_ += e.sum().item<double>();
+  prediction_square_ += (p * p).sum().item<double>();
 }
 
 void GeneMeanBaseline::add_reference(const torch::Tensor& gene_ids, const torch::Tensor& targets) {
@@ -70,15 +71,15 @@ bool GeneMeanBaseline::has_reference() const {
 }
 
 torch::Tensor GeneMeanBaseline::sums() const {
-  torch::Tensor tail = torch::tensor({error_square_, error_}, torch::kFloat64);
+  torch::Tensor tail = torch::tensor({error_square_, error_, prediction_square_}, torch::kFloat64);
   return torch::cat({count_, sum_, square_, ref_count_, ref_sum_, tail});
 }
 
 void GeneMeanBaseline::set_sums(const torch::Tensor& sums) {
   const torch::Tensor s = sums.to(torch::kCPU, torch::kFloat64).contiguous();
-  if (s.numel() != 5 * genes_ + 2) {
+  if (s.numel() != 5 * genes_ + 3) {
     throw std::invalid_argument("GeneMeanBaseline::set_sums: expected " +
-                                std::to_string(5 * genes_ + 2) + " values, got " +
+                                std::to_string(5 * genes_ + 3) + " values, got " +
                                 std::to_string(s.numel()));
   }
   const auto part = [&](std::int64_t i) {
@@ -91,6 +92,7 @@ void GeneMeanBaseline::set_sums(const torch::Tensor& sums) {
   ref_sum_ = part(4);
   error_square_ = s[5 * genes_].item<double>();
   error_ = s[5 * genes_ + 1].item<double>();
+  prediction_square_ = s[5 * genes_ + 2].item<double>();
 }
 
 GeneMeanBaseline::Scores GeneMeanBaseline::scores() const {
@@ -98,7 +100,8 @@ GeneMeanBaseline::Scores GeneMeanBaseline::scores() const {
   const double n = count_.sum().item<double>();
   out.entries = n;
   const double nan = std::numeric_limits<double>::quiet_NaN();
-  out.baseline_mse = out.baseline_explained_variance = nan;
+  out.baseline_mse = out.baseline_explained_variance = out.baseline_pearson = nan;
+  out.model_pearson = nan;
   if (n < 1) return out;
   const double total = sum_.sum().item<double>();
   const double target_variance = square_.sum().item<double>() / n - std::pow(total / n, 2);
@@ -108,6 +111,16 @@ GeneMeanBaseline::Scores GeneMeanBaseline::scores() const {
   };
   out.model_mse = error_square_ / n;
   out.model_explained_variance = explained(error_square_, error_);
+  // Pearson's r from sums: sum p = sum y - sum e, sum yp = (sum y^2 + sum p^2 - sum e^2) / 2.
+  const double squares = square_.sum().item<double>();
+  const auto pearson = [&](double p_sum, double p_square, double yp) {
+    const double covariance = yp / n - (total / n) * (p_sum / n);
+    const double p_variance = p_square / n - std::pow(p_sum / n, 2);
+    if (!(target_variance > 0) || !(p_variance > 0)) return 0.0;
+    return covariance / std::sqrt(target_variance * p_variance);
+  };
+  out.model_pearson = pearson(total - error_, prediction_square_,
+                              (squares + prediction_square_ - error_square_) / 2);
   const double references = ref_count_.sum().item<double>();
   if (references <= 0) return out;
   // m_g: the gene's reference mean, or the mean of every reference entry where it has none.
@@ -119,6 +132,9 @@ GeneMeanBaseline::Scores GeneMeanBaseline::scores() const {
   const double baseline_error = (sum_ - count_ * mean).sum().item<double>();
   out.baseline_mse = baseline_square / n;
   out.baseline_explained_variance = explained(baseline_square, baseline_error);
+  out.baseline_pearson =
+      pearson((count_ * mean).sum().item<double>(), (count_ * mean * mean).sum().item<double>(),
+              (mean * sum_).sum().item<double>());
   return out;
 }
 

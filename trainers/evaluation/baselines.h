@@ -30,7 +30,7 @@ class GeneMeanBaseline {
   void add_reference(const torch::Tensor& gene_ids, const torch::Tensor& targets);
   bool has_reference() const;
 
-  /// Everything accumulated as one float64 vector [5 * genes + 2] (sum it over ranks) ...
+  /// Everything accumulated as one float64 vector [5 * genes + 3] (sum it over ranks) ...
   torch::Tensor sums() const;
   /// ... and back (replaces the accumulated state).
   void set_sums(const torch::Tensor& sums);
@@ -39,6 +39,9 @@ class GeneMeanBaseline {
     double entries = 0;
     double model_mse = 0, model_explained_variance = 0;
     double baseline_mse = 0, baseline_explained_variance = 0;
+    /// Pearson's correlation of predictions and targets over the entries (NaN without entries
+    /// or, for the baseline, without reference entries; 0 when either side does not vary).
+    double model_pearson = 0, baseline_pearson = 0;
   };
   /// Explained variance as sklearn's explained_variance_score: 1 − Var(error)/Var(target); 0 when
   /// the targets do not vary. The baseline's are NaN without reference entries.
@@ -49,6 +52,7 @@ class GeneMeanBaseline {
   torch::Tensor count_, sum_, square_;   // [genes] float64, held out: n, Σy, Σy²
   torch::Tensor ref_count_, ref_sum_;    // [genes] float64, reference: r, R
   double error_square_ = 0, error_ = 0;  // the model's Σe², Σe (e = y − prediction)
+  double prediction_square_ = 0;         // Σp²
 };
 
 /// Leave-one-out k-nearest-neighbour accuracy of `labels` [n] int64 (< 0: unlabelled, neither

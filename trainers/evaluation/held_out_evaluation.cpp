@@ -109,6 +109,8 @@ std::vector<std::pair<std::string, double>> HeldOutEvaluation::finish() {
     const GeneMeanBaseline::Scores scores = all.scores();
     metrics.emplace_back("eval_gene_mean_mse", scores.baseline_mse);
     metrics.emplace_back("eval_gene_mean_explained_variance", scores.baseline_explained_variance);
+    metrics.emplace_back("eval_pearson", scores.model_pearson);
+    metrics.emplace_back("eval_gene_mean_pearson", scores.baseline_pearson);
   }
   if (flags[1].item<double>() > 0) {
     const std::int64_t dim = family_.embedding_dim();

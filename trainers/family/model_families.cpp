@@ -1,5 +1,6 @@
 // The family registry (one line per family) and specs loaded with every family's section.
 #include "core/error.h"
+#include "trainers/cellplm/cellplm_family.h"
 #include "trainers/exceiver/exceiver_family.h"
 #include "trainers/family/model_family.h"
 #include "trainers/sccello/sccello_family.h"
@@ -10,6 +11,7 @@ const std::vector<ModelFamilyEntry>& model_families() {
   static const std::vector<ModelFamilyEntry> families = {
       exceiver::family_entry(),
       sccello::family_entry(),
+      cellplm::family_entry(),
   };
   return families;
 }

@@ -115,6 +115,9 @@ class ModelFamily {
   /// Cells in a collated batch (those the loss is computed on).
   virtual std::int64_t cells(const std::any& collated) const = 0;
 
+  /// Called before the forward passes of training step `step` (counted from 0 over the whole
+  /// run, resumes included), for losses that follow a schedule (CellPLM's VAE KL warm-up).
+  virtual void begin_step(std::int64_t /*step*/) {}
   /// Training forward (module in training mode).
   virtual ForwardOutput forward(const std::any& collated) = 0;
 

@@ -226,6 +226,7 @@ class Trainer {
     result.sampler_after = state_.sampler;
     result.epoch = state_.epoch;
     const bool inject = injects_nan(step);
+    family_->begin_step(step);
     for (std::int64_t micro = 0; micro < accumulation; ++micro) {
       data::LoadedBatch batch = loader.next();
       result.sampler_after = batch.state_after;
