@@ -26,6 +26,21 @@ Each subcommand is one CTest test (tests/trainers/CMakeLists.txt, labels slow;mp
   watchdog
       parallel.collective_timeout_s=5 and rank 1 SIGSTOPped after the first progress line: the
       job must end non-zero within 60 s with the collective watchdog's report.
+  disk_full
+      A run checkpoints step 2; its resumed launch runs under a file size limit (RLIMIT_FSIZE
+      below the model file's size, SIGXFSZ ignored: write() fails with EFBIG, as on a full disk
+      or quota) and must end non-zero at step 4's checkpoint naming the file and "File too
+      large"; step 2 still verifies and `--resume auto` finishes from it.
+  run_dir_unwritable
+      run.dir below a regular file (uncreatable even for root, for whom permission bits do not
+      stop writes) and, when not root, in a read-only directory: exit 2 within 60 s, one message
+      naming run.dir and the cause, and no training step.
+  bad_cells
+      A corpus of a good file and one with six corrupt cells (tests/data/write_bad_cells.py):
+      `cellfm check` and `cellfm train` end with exit 2 naming the file, row and cause; with
+      data.on_bad_cell=skip, check's per-file report counts the 5 bad cells (the fractional one
+      is fine for Exceiver, which does not need raw counts) and a one-epoch training finishes,
+      its last progress line saying skipped_cells 5.
 
 Common options: --cellfm PATH (the binary), --mpiexec PATH, --scratch DIR (per-test temporary
 directories are made in it; kept on failure, removed on success). Every mpiexec is started in
@@ -766,6 +781,173 @@ TESTS = {
 }
 
 
+# Run as each rank (not around mpiexec, whose PMIx shared-memory files a small limit breaks):
+# sets the limit, ignores SIGXFSZ (kept across exec) and becomes cellfm.
+LIMIT_WRAPPER = ("import os, resource, signal, sys\n"
+                 "limit = int(sys.argv[1])\n"
+                 "resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))\n"
+                 "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+                 "os.execv(sys.argv[2], sys.argv[2:])\n")
+
+
+def train_with_file_limit(env, name, run_dir, sets, resume, file_limit, timeout=180):
+    """`mpiexec -n 2 cellfm train` whose ranks may not write a file beyond file_limit bytes (a
+    write past it fails with EFBIG, SIGXFSZ ignored: what a full disk or a quota looks like to
+    the writer). Returns (exit code, output)."""
+    command = [env.mpiexec, "-n", str(RANKS), "--oversubscribe"]
+    if os.geteuid() == 0:
+        command.insert(1, "--allow-run-as-root")
+    command += [sys.executable, "-c", LIMIT_WRAPPER, str(file_limit), env.cellfm, "train",
+                env.spec, "--set", "run.dir=" + run_dir]
+    for item in sets:
+        command += ["--set", item]
+    if resume:
+        command += ["--resume", resume]
+    output_path = os.path.join(env.dir, "%s.out" % name)
+    with open(output_path, "wb") as output:
+        proc = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise TestFailure("%s did not end within %d s" % (name, timeout))
+        finally:
+            kill_session(proc.pid)
+    with open(output_path, "rb") as f:
+        return code, f.read().decode("utf-8", "replace")
+
+
+def test_disk_full(env, args):
+    run_dir = os.path.join(env.dir, "run")
+    every = ["checkpoint.every_steps=2", "checkpoint.keep_last=5"]
+    status, out = env.train_to_end("first", run_dir, every + ["run.max_steps=2"])
+    check(status == 0, "the first run exited %s:\n%s" % (status, tail(out)))
+    step2 = os.path.join(run_dir, "checkpoints", "step_%09d" % 2)
+    model = os.path.join(step2, "model.tp0-of-1.safetensors")
+    check(verify_manifest(step2) == "", "step 2 does not verify: %s" % verify_manifest(step2))
+    limit = os.path.getsize(model) // 2
+    check(limit > 32 * 1024, "model file too small (%d bytes) to put the limit above the logs"
+          % os.path.getsize(model))
+    code, out = train_with_file_limit(env, "limited", run_dir, every + ["run.max_steps=6"],
+                                      "auto", limit)
+    failed = os.path.join(run_dir, "checkpoints", ".tmp-step_%09d" % 4,
+                          "model.tp0-of-1.safetensors")
+    check(code != 0 and code != 75, "the run under a %d-byte file limit exited %d:\n%s"
+          % (limit, code, tail(out)))
+    expected = ("checkpoint of step 4 not written: cannot write %s: write failed (File too large)"
+                % failed)
+    check(expected in out, "no message\n  %s\nin the output:\n%s" % (expected, tail(out)))
+    check(count_lines(out, "checkpoint of step 4 not written") == 1,
+          "the failure is reported more than once:\n%s" % tail(out))
+    check(PROGRESS.search(out) and "step 4/6" in out and "step 5/6" not in out,
+          "the run did not stop at step 4's checkpoint:\n%s" % tail(out))
+    committed, _, _ = checkpoint_dirs(run_dir)
+    check([step for step, _ in committed] == [2], "committed checkpoints after the failure: %s"
+          % committed)
+    check(verify_manifest(step2) == "", "step 2 no longer verifies after the failed write: %s"
+          % verify_manifest(step2))
+    newest, _, _, notes = check_newest_and_resume(env, run_dir, "disk_full")
+    check(newest == 2, "resume auto took step %s, not 2" % newest)
+    log("disk_full: step 4's write failed (%d-byte limit) with the path and cause; step 2 "
+        "verified and resumed to step 4 (%s)" % (limit, "; ".join(notes) or "nothing left over"))
+
+
+def count_lines(text, needle):
+    return sum(1 for line in text.splitlines() if needle in line)
+
+
+def expect_start_refused(env, name, run_dir, cause):
+    started = time.time()
+    status, out = env.train_to_end(name, run_dir, timeout=60)
+    expected = "run.dir %s: %s" % (run_dir, cause)
+    check(status == 2, "%s: exit %s, expected 2:\n%s" % (name, status, tail(out)))
+    check(count_lines(out, expected) == 1, "%s: expected one line with\n  %s\nin:\n%s"
+          % (name, expected, tail(out)))
+    check(not PROGRESS.search(out), "%s: a training step ran:\n%s" % (name, tail(out)))
+    log("%s: refused in %.1f s: %s" % (name, time.time() - started, expected))
+
+
+def test_run_dir_unwritable(env, args):
+    blocker = os.path.join(env.dir, "a-file")
+    with open(blocker, "w") as f:
+        f.write("not a directory\n")
+    expect_start_refused(env, "under_a_file", os.path.join(blocker, "run"),
+                         "cannot create it (Not a directory)")
+    if os.geteuid() == 0:
+        log("run_dir_unwritable: read-only directory case skipped: root writes through "
+            "permission bits (the under-a-file case covers the start check)")
+        return
+    read_only = os.path.join(env.dir, "read-only")
+    os.makedirs(read_only)
+    os.chmod(read_only, 0o555)
+    try:
+        expect_start_refused(env, "read_only", os.path.join(read_only, "run"),
+                             "cannot create it (Permission denied)")
+    finally:
+        os.chmod(read_only, 0o755)
+
+
+def test_bad_cells(env, args):
+    corpus = os.path.join(env.dir, "bad-corpus")
+    writer = os.path.join(SOURCE_DIR, "tests", "data", "write_bad_cells.py")
+    subprocess.run(["/usr/bin/python3", writer, corpus, "200"], check=True,
+                   stdout=subprocess.DEVNULL)
+    with open(env.spec, "w") as spec:
+        spec.write(
+            "base: %s/experiments/quickstart.yaml\n"
+            "run:\n  name: fault\n  max_steps: 30\n"
+            "data:\n  files: [%s/good.h5ad, %s/many_bad.h5ad]\n  matrix: X\n  batch_cells: 8\n"
+            "  filters: {}\n  group_column: ''\n  validation:\n    fraction: 0\n"
+            "model:\n  exceiver:\n    mask_fraction: 0.5\n"  # cells of 1 to 4 genes
+            "evaluation:\n  every_steps: 0\n"
+            "checkpoint:\n  every_steps: 0\n"
+            "logging:\n  every_steps: 1\n" % (SOURCE_DIR, corpus, corpus))
+    bad_file = os.path.join(corpus, "many_bad.h5ad")
+    cause = "%s: X has a negative count at row 5 (-3)" % bad_file
+    result = subprocess.run([env.cellfm, "check", env.spec, "--set",
+                             "run.dir=" + os.path.join(env.dir, "check-run")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = result.stdout.decode("utf-8", "replace")
+    check(result.returncode == 2 and cause in out, "cellfm check on a corrupt cell: exit %d, "
+          "expected 2 and\n  %s\nin:\n%s" % (result.returncode, cause, tail(out)))
+    status, out = env.train_to_end("error", os.path.join(env.dir, "run-error"))
+    check(status == 2 and count_lines(out, cause) == 1, "cellfm train on a corrupt cell: exit "
+          "%s, expected 2 and one line with\n  %s\nin:\n%s" % (status, cause, tail(out)))
+
+    skip = ["--set", "data.on_bad_cell=skip"]
+    result = subprocess.run([env.cellfm, "check", env.spec, "--set",
+                             "run.dir=" + os.path.join(env.dir, "check-run")] + skip,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=120)
+    out = result.stdout.decode("utf-8", "replace")
+    check(result.returncode == 0, "cellfm check with skip exited %d:\n%s"
+          % (result.returncode, tail(out)))
+    rows = {}
+    for line in out.splitlines():
+        fields = line.split()
+        if (len(fields) == 8 and fields[0].endswith(".h5ad") and
+                all(field.isdigit() for field in fields[1:])):  # the corpus table's rows
+            rows[os.path.basename(fields[0])] = int(fields[7])
+    check(rows == {"good.h5ad": 0, "many_bad.h5ad": 5}, "cellfm check's bad column: %s in:\n%s"
+          % (rows, tail(out)))
+    check("5 bad cells skipped (data.on_bad_cell: skip)" in out,
+          "cellfm check does not sum the bad cells:\n%s" % tail(out))
+    # 400 cells / (2 ranks x 8) = 25 steps an epoch: after step 25 every bad cell was met once.
+    status, out = env.train_to_end("skip", os.path.join(env.dir, "run-skip"),
+                                   ["data.on_bad_cell=skip", "run.max_steps=25"])
+    check(status == 0, "cellfm train with skip exited %s:\n%s" % (status, tail(out)))
+    last = [l for l in out.splitlines() if "step 25/25 |" in l]
+    check(last and "| skipped_cells 5 |" in last[-1], "the last progress line does not say "
+          "skipped_cells 5:\n%s" % tail(out))
+    check(count_lines(out, "skipping this file's bad cells (data.on_bad_cell: skip)") >= 1,
+          "no warning about the skipped cells:\n%s" % tail(out))
+    log("bad_cells: error names file/row/cause (check and train, exit 2); skip: check counts 5, "
+        "training finished with skipped_cells 5")
+
+
+TESTS.update({"disk_full": test_disk_full, "run_dir_unwritable": test_run_dir_unwritable,
+              "bad_cells": test_bad_cells})
+
+
 def main():
     global SOURCE_DIR
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -780,7 +962,8 @@ def main():
     kill9 = sub.add_parser("kill9_trials")
     kill9.add_argument("--trials", type=int, default=20)
     kill9.add_argument("--seed", type=int, default=20240601)
-    for name in ("rank_death", "signal_stop", "watchdog"):
+    for name in ("rank_death", "signal_stop", "watchdog", "disk_full", "run_dir_unwritable",
+                 "bad_cells"):
         sub.add_parser(name)
     args = parser.parse_args()
     SOURCE_DIR = os.path.abspath(args.source_dir)

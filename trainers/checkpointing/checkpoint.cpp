@@ -164,6 +164,23 @@ void commit(const fs::path& dir, const fs::path& temporary, const CheckpointPart
   core::write_file_atomically((dir / "latest").string(), checkpoint_name(part.step) + "\n");
 }
 
+// Runs `body`, a part of writing the checkpoint of `step` under `dir`. A failure (a full disk,
+// a quota, a file size limit, an I/O error) keeps its cause, which names the file, and says what
+// is left: the committed checkpoints are untouched until a newer one commits.
+template <typename Body>
+void writing(const fs::path& dir, std::int64_t step, Body&& body) {
+  try {
+    body();
+  } catch (const std::exception& error) {
+    throw core::Error("checkpoint of step " + std::to_string(step) +
+                          " not written: " + error.what() +
+                          "; the checkpoints committed before it in " + dir.string() +
+                          " are intact (after freeing space, --resume auto continues from the "
+                          "newest that verifies)",
+                      core::exit_code_of(error));
+  }
+}
+
 }  // namespace
 
 std::string checkpoint_name(std::int64_t step) {
@@ -178,36 +195,43 @@ std::string write_checkpoint(const std::string& checkpoints_dir, const Checkpoin
   const fs::path temporary = dir / (".tmp-" + checkpoint_name(part.step));
   parallel::run_agreed(world, [&] {
     if (world.rank() != 0) return;
-    fs::create_directories(dir);
-    // Abandoned writes of killed jobs: no rank of this job is writing into them.
-    for (const auto& entry : fs::directory_iterator(dir)) {
-      const std::string name = entry.path().filename().string();
-      if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) fs::remove_all(entry.path());
-    }
-    fs::create_directories(temporary);
+    writing(dir, part.step, [&] {
+      fs::create_directories(dir);
+      // Abandoned writes of killed jobs: no rank of this job is writing into them.
+      for (const auto& entry : fs::directory_iterator(dir)) {
+        const std::string name = entry.path().filename().string();
+        if (name.rfind(".tmp-", 0) == 0 || name.rfind(".old-", 0) == 0) {
+          fs::remove_all(entry.path());
+        }
+      }
+      fs::create_directories(temporary);
+    });
   });
   // Each rank hashes the files it wrote right after writing them (from its page cache, all ranks
   // at once); rank 0 gathers the entries for the manifest.
   json written = json::array();
   parallel::run_agreed(world, [&] {
-    if (part.dp_rank == 0) {
-      const fs::path model = temporary / sharded_file("model", part.tp_rank, part.tp_size);
-      write_sharded(model, part.model);
-      written.push_back(manifest_entry(model));
-      const fs::path optimizer = temporary / sharded_file("optimizer", part.tp_rank, part.tp_size);
-      write_sharded(optimizer, part.optimizer);
-      written.push_back(manifest_entry(optimizer));
-    }
-    if (part.rng_state.defined()) {
-      const fs::path rng = temporary / rng_file(world.rank());
-      core::write_safetensors(rng.string(), {{"cpu", part.rng_state}});
-      written.push_back(manifest_entry(rng));
-    }
+    writing(dir, part.step, [&] {
+      if (part.dp_rank == 0) {
+        const fs::path model = temporary / sharded_file("model", part.tp_rank, part.tp_size);
+        write_sharded(model, part.model);
+        written.push_back(manifest_entry(model));
+        const fs::path optimizer =
+            temporary / sharded_file("optimizer", part.tp_rank, part.tp_size);
+        write_sharded(optimizer, part.optimizer);
+        written.push_back(manifest_entry(optimizer));
+      }
+      if (part.rng_state.defined()) {
+        const fs::path rng = temporary / rng_file(world.rank());
+        core::write_safetensors(rng.string(), {{"cpu", part.rng_state}});
+        written.push_back(manifest_entry(rng));
+      }
+    });
   });
   const std::vector<std::string> reported = gather_on_rank0(world, written.dump());
   parallel::run_agreed(world, [&] {
     if (world.rank() != 0) return;
-    commit(dir, temporary, part, world.size(), reported);
+    writing(dir, part.step, [&] { commit(dir, temporary, part, world.size(), reported); });
     apply_retention(dir, retention);
   });
   return (dir / checkpoint_name(part.step)).string();

@@ -137,20 +137,44 @@ std::string file_table(const std::vector<FileReport>& reports) {
   return out.str();
 }
 
-// Per file: cells kept for training and validation, and what was dropped and why.
-std::string corpus_table(const data::Corpus& train, const data::Corpus& validation) {
+// Every kept cell of `corpus` read as training reads it, blocks dealt round-robin to the ranks:
+// a bad cell fails here as training would (data.on_bad_cell: error), or is counted per file
+// (skip). Returns the count per file, summed over the ranks.
+std::vector<std::int64_t> scan_cells(const data::Corpus& corpus, const parallel::Comm& world) {
+  constexpr std::int64_t kBlock = 4096;
+  const std::vector<data::CorpusFileInfo>& files = corpus.files();
+  std::vector<std::int64_t> skipped(files.size(), 0);
+  parallel::run_agreed(world, [&] {
+    std::int64_t block = 0;
+    for (std::size_t f = 0; f < files.size(); ++f) {
+      const std::int64_t end = files[f].first + files[f].kept;
+      for (std::int64_t at = files[f].first; at < end; at += kBlock, ++block) {
+        if (block % world.size() != world.rank()) continue;
+        skipped[f] += corpus.read(at, std::min(end, at + kBlock)).skipped;
+      }
+    }
+  });
+  world.allreduce_sum(skipped);
+  return skipped;
+}
+
+// Per file: cells kept for training and validation, what was dropped and why, and the bad cells
+// data.on_bad_cell: skip leaves out (`bad`).
+std::string corpus_table(const data::Corpus& train, const data::Corpus& validation,
+                         const std::vector<std::int64_t>& bad) {
   std::size_t width = 4;
   for (const auto& file : train.files()) width = std::max(width, file.path.size());
   std::ostringstream out;
   out << std::left << std::setw(static_cast<int>(width)) << "file" << std::right << std::setw(10)
       << "train" << std::setw(12) << "validation" << std::setw(10) << "filtered" << std::setw(8)
-      << "empty" << std::setw(10) << "unmapped" << std::setw(8) << "merged" << '\n';
+      << "empty" << std::setw(10) << "unmapped" << std::setw(8) << "merged" << std::setw(8) << "bad"
+      << '\n';
   for (std::size_t i = 0; i < train.files().size(); ++i) {
     const data::CorpusFileInfo& t = train.files()[i];
     out << std::left << std::setw(static_cast<int>(width)) << t.path << std::right << std::setw(10)
         << t.kept << std::setw(12) << validation.files()[i].kept << std::setw(10) << t.filtered
         << std::setw(8) << t.empty << std::setw(10) << t.unmapped_genes << std::setw(8)
-        << t.merged_genes << '\n';
+        << t.merged_genes << std::setw(8) << bad[i] << '\n';
   }
   return out.str();
 }
@@ -177,12 +201,15 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
                                                  : std::vector<std::string>{};
 
   core::LoadedExperiment experiment;
+  bool raw_counts = false;
   parallel::run_agreed(world, [&] {
     const TrainingSpec training_spec = load_training_spec(spec, overrides);
     experiment = training_spec.experiment;
     // What the family needs from the data (labels, coordinates, batch shape), as train refuses it.
     const ModelFamilyEntry& family = model_family(experiment.options.model.family);
-    check_family_needs(family.needs(training_spec.selected()), experiment.options, spec, true);
+    const FamilyNeeds needs = family.needs(training_spec.selected());
+    check_family_needs(needs, experiment.options, spec, true);
+    raw_counts = needs.raw_counts;
   });
   const core::ExperimentOptions& o = experiment.options;
   if (!context.log_level_from_user) {
@@ -213,9 +240,21 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
 
   // The corpus as training will see it: filters, empty cells, the validation split, genes.
   const auto seed = static_cast<std::uint64_t>(o.run.seed);
-  const data::Corpus train(data::corpus_options(o.data, seed, data::CorpusSplit::train), world);
-  const data::Corpus validation(data::corpus_options(o.data, seed, data::CorpusSplit::validation),
-                                world);
+  const auto corpus_options = [&](data::CorpusSplit split) {
+    data::CorpusOptions options = data::corpus_options(o.data, seed, split);
+    options.integer_counts = raw_counts;  // as training checks the values
+    return options;
+  };
+  const data::Corpus train(corpus_options(data::CorpusSplit::train), world);
+  const data::Corpus validation(corpus_options(data::CorpusSplit::validation), world);
+  // Every cell's values, as training will check them.
+  std::vector<std::int64_t> bad = scan_cells(train, world);
+  const std::vector<std::int64_t> bad_held_out = scan_cells(validation, world);
+  std::int64_t bad_cells = 0;
+  for (std::size_t i = 0; i < bad.size(); ++i) {
+    bad[i] += bad_held_out[i];
+    bad_cells += bad[i];
+  }
   CELLFM_LOG(info) << "corpus: " << data::with_thousands(train.cells()) << " training and "
                    << data::with_thousands(validation.cells()) << " validation cells, "
                    << data::with_thousands(train.vocabulary().size()) << " genes in the vocabulary"
@@ -225,8 +264,11 @@ int run_check_command(const std::vector<std::string>& args, CliContext& context)
                    << (train.groups().empty() ? std::string()
                                               : ", " + std::to_string(train.groups().size()) +
                                                     " groups (" + o.data.group_column + ")")
+                   << (bad_cells > 0 ? ", " + data::with_thousands(bad_cells) +
+                                           " bad cells skipped (data.on_bad_cell: skip)"
+                                     : std::string())
                    << ":\n"
-                   << corpus_table(train, validation);
+                   << corpus_table(train, validation, bad);
   // The batches training will draw (a groups shape needs a group column and a grouped cell).
   const int dp = world.size() / tp;
   parallel::run_agreed(world, [&] {

@@ -84,6 +84,9 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   corpus_options.vocabulary_file.clear();
   corpus_options.vocabulary_genes = weights.state.genes;
   corpus_options.keep_empty_cells = true;
+  // Every obs row gets an output row: a bad cell is an error here, whatever data.on_bad_cell says.
+  corpus_options.skip_bad_cells = false;
+  corpus_options.integer_counts = needs.raw_counts;
   const data::Corpus corpus(corpus_options, world);
 
   parallel::CommunicatorOptions comm_options;

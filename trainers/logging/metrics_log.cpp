@@ -128,6 +128,8 @@ std::string format_progress(std::int64_t step, std::int64_t max_steps, const Fie
       out << " | epoch " << static_cast<std::int64_t>(value);
     } else if (name == "lr") {
       out << " | lr " << std::scientific << std::setprecision(2) << value << std::defaultfloat;
+    } else if (name == "skipped_cells") {
+      out << " | skipped_cells " << static_cast<std::int64_t>(value);
     } else if (name == "cells_per_s") {
       out << " | " << data::with_thousands(static_cast<std::int64_t>(value)) << " cells/s";
     } else if (name == "elapsed_s" || name == "cells" || name == "memory_mb" ||

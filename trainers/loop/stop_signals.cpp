@@ -30,6 +30,9 @@ void install_stop_signal_handlers() {
   sigemptyset(&action.sa_mask);
   action.sa_flags = SA_RESTART;  // blocking reads and MPI progress continue; the loop polls
   for (int signal_number : {SIGTERM, SIGUSR1, SIGINT}) sigaction(signal_number, &action, nullptr);
+  // Past a file size limit (ulimit -f) a write fails with EFBIG, and the checkpoint write that hit
+  // it ends the run naming the file, instead of SIGXFSZ killing the rank mid-write.
+  signal(SIGXFSZ, SIG_IGN);
 }
 
 int caught_stop_signal() {

@@ -6,7 +6,8 @@
 
 namespace cellfm::trainers {
 
-/// Installs the handlers (idempotent) and clears the flag. The training loop calls it.
+/// Installs the handlers (idempotent) and clears the flag; also ignores SIGXFSZ, so a write past
+/// a file size limit fails with EFBIG and is reported. The training loop calls it.
 void install_stop_signal_handlers();
 
 /// The first caught signal's number, or 0 when none arrived.

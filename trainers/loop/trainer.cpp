@@ -33,6 +33,7 @@
 #include "trainers/logging/tensorboard_writer.h"
 #include "trainers/loop/checkpoint_policy.h"
 #include "trainers/loop/non_finite_policy.h"
+#include "trainers/loop/run_directory.h"
 #include "trainers/loop/step_meter.h"
 #include "trainers/loop/stop_signals.h"
 #include "trainers/optim/schedule.h"
@@ -79,12 +80,20 @@ class Trainer {
     parallel::set_blocking_collective_timeout(std::chrono::milliseconds(
         static_cast<std::int64_t>(o_.parallel.collective_timeout_s * 1000.0)));
 
+    // Before anything slow: a run directory that cannot take files fails the start.
+    trainers::prepare_run_directory(o_.run.dir, world);
     const auto seed = static_cast<std::uint64_t>(o_.run.seed);
-    train_corpus_ = std::make_unique<data::Corpus>(
-        data::corpus_options(o_.data, seed, data::CorpusSplit::train), world);
+    // A family that needs raw counts has fractional values checked with the other bad values.
+    const bool counts = model_family(o_.model.family).needs(spec_.selected()).raw_counts;
+    const auto corpus_options = [&](data::CorpusSplit split) {
+      data::CorpusOptions options = data::corpus_options(o_.data, seed, split);
+      options.integer_counts = counts;
+      return options;
+    };
+    train_corpus_ = std::make_unique<data::Corpus>(corpus_options(data::CorpusSplit::train), world);
     if (has_validation(o_.data)) {
-      validation_corpus_ = std::make_unique<data::Corpus>(
-          data::corpus_options(o_.data, seed, data::CorpusSplit::validation), world);
+      validation_corpus_ =
+          std::make_unique<data::Corpus>(corpus_options(data::CorpusSplit::validation), world);
       // Label ids are per corpus (sorted names): map the held-out split's ids onto training's.
       for (const std::string& name : validation_corpus_->labels()) {
         const auto& train_labels = train_corpus_->labels();
@@ -229,6 +238,7 @@ class Trainer {
     family_->begin_step(step);
     for (std::int64_t micro = 0; micro < accumulation; ++micro) {
       data::LoadedBatch batch = loader.next();
+      skipped_cells_ += batch.data.skipped;
       result.sampler_after = batch.state_after;
       result.epoch = static_cast<std::int64_t>(batch.epoch);
       torch::manual_seed(step_seed(o_.run.seed, grid_.dp_rank, step * accumulation + micro));
@@ -342,6 +352,14 @@ class Trainer {
         fields.emplace_back("cells", static_cast<double>(state_.cells_seen));
         if (meter.skipped() > 0 || state_.skipped_steps > 0) {
           fields.emplace_back("skipped_steps", static_cast<double>(state_.skipped_steps));
+        }
+        // Bad cells left out (data.on_bad_cell: skip) by this launch, over the data-parallel
+        // ranks (every rank logs at the same steps).
+        torch::Tensor skipped_cells =
+            torch::tensor({static_cast<double>(skipped_cells_)}, torch::kFloat64);
+        dp_host_->allreduce(skipped_cells, parallel::ReduceOp::sum);
+        if (skipped_cells.item<double>() > 0) {
+          fields.emplace_back("skipped_cells", skipped_cells.item<double>());
         }
         fields.emplace_back("memory_mb", resident_memory_mb());
         if (eval_now) {
@@ -524,9 +542,8 @@ class Trainer {
     options.worker_threads = 2;
     options.io = io_;  // every loader of the run on one HDF5 thread
     ModelFamily* family = family_.get();
-    const bool counts = model_family(o_.model.family).needs(spec_.selected()).raw_counts;
-    options.transform = [family, mode, label_map, counts, &corpus](data::LoadedBatch& batch) {
-      if (counts) check_raw_counts(batch.data.cells, corpus);
+    // Raw counts (integer_counts) are checked where the corpus checks every row.
+    options.transform = [family, mode, label_map](data::LoadedBatch& batch) {
       if (!label_map.empty()) {
         for (std::int32_t& label : batch.data.labels) {
           if (label >= 0) label = label_map[static_cast<std::size_t>(label)];
@@ -635,6 +652,7 @@ class Trainer {
   CheckpointPolicy checkpoints_{o_.checkpoint, o_.run.max_steps, Clock::now()};
   std::set<std::int64_t> injected_steps_;
   std::FILE* rank_log_ = nullptr;
+  std::int64_t skipped_cells_ = 0;  // bad cells this rank's batches left out (this launch)
 };
 
 }  // namespace
