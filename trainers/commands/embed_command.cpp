@@ -2,14 +2,18 @@
 // reader accepts, each data-parallel rank streaming its share of cells, writing a copy of the
 // input with the cell embeddings in obsm (and a classifier's predictions in obs).
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "core/log.h"
 #include "core/safetensors.h"
 #include "data/h5ad_embedding_writer.h"
+#include "data/h5ad_file.h"
 #include "parallel/agreement.h"
 #include "parallel/rank_grid.h"
 #include "trainers/checkpointing/weights_file.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/embed_sentences.h"
 #include "trainers/family/family_builder.h"
 #include "trainers/family/model_family.h"
 #include "trainers/family/weights_spec.h"
@@ -17,6 +21,37 @@
 namespace cellfm::trainers {
 
 namespace po = boost::program_options;
+
+namespace {
+
+// Keeps the spec's group column and coordinates of a sentence family where `input` has them.
+void keep_sentence_columns(const std::string& input, const core::DataOptions& data,
+                           data::CorpusOptions& corpus_options) {
+  data::H5adOptions h5ad;
+  h5ad.matrix = corpus_options.matrix;
+  const data::H5adFile file(input, parallel::Comm::self(), h5ad);
+  const std::vector<std::string> columns = file.obs_column_names();
+  const auto has = [&](const std::string& name) {
+    return std::find(columns.begin(), columns.end(), name) != columns.end();
+  };
+  if (!data.group_column.empty() && has(data.group_column)) {
+    corpus_options.group_column = data.group_column;
+  }
+  if (!data.spatial_obsm.empty()) {
+    try {
+      std::int64_t width = 0;
+      file.obsm_rows(data.spatial_obsm, 0, 0, width);
+      if (width >= 2) corpus_options.spatial_obsm = data.spatial_obsm;
+    } catch (const core::InputError&) {
+      // no coordinates in this file
+    }
+  } else if (data.spatial_columns.size() == 2 && has(data.spatial_columns[0]) &&
+             has(data.spatial_columns[1])) {
+    corpus_options.spatial_columns = data.spatial_columns;
+  }
+}
+
+}  // namespace
 
 int run_embed_command(const std::vector<std::string>& args, CliContext& context) {
   const parallel::Comm& world = context.world;
@@ -84,6 +119,12 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   corpus_options.vocabulary_file.clear();
   corpus_options.vocabulary_genes = weights.state.genes;
   corpus_options.keep_empty_cells = true;
+  const bool sentences = needs.batch_shape == data::BatchShape::groups;
+  if (sentences) {
+    // Whole samples: their group column and coordinates where the input has them (a file
+    // without the group column is one sentence; cells without coordinates get none).
+    keep_sentence_columns(input, o.data, corpus_options);
+  }
   // Every obs row gets an output row: a bad cell is an error here, whatever data.on_bad_cell says.
   corpus_options.skip_bad_cells = false;
   corpus_options.integer_counts = needs.raw_counts;
@@ -126,6 +167,28 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   const std::int64_t end = cells * (grid.dp_rank + 1) / grid.dp_size;
   const auto start = std::chrono::steady_clock::now();
   parallel::run_agreed(world, [&] {
+    if (sentences) {
+      // One forward pass per sample, the samples dealt to the data-parallel ranks in turn.
+      const std::vector<Sentence> all = corpus_sentences(corpus);
+      for (std::size_t i = static_cast<std::size_t>(grid.dp_rank); i < all.size();
+           i += static_cast<std::size_t>(grid.dp_size)) {
+        data::LoadedBatch batch;
+        batch.data = read_sentence(corpus, all[i]);
+        batch.corpus = &corpus;
+        if (needs.raw_counts) check_raw_counts(batch.data.cells, corpus);
+        const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
+        const torch::Tensor embedding = out.embedding.contiguous();
+        std::int64_t row = 0;
+        for (const auto& [first, last] : all[i]) {
+          if (grid.tp_rank == 0) {
+            writer.write_rows(first, last - first,
+                              embedding.data_ptr<float>() + row * embedding.size(1));
+          }
+          row += last - first;
+        }
+      }
+      return;
+    }
     for (std::int64_t at = begin; at < end; at += batch_cells) {
       data::LoadedBatch batch;
       batch.data = corpus.read(at, std::min(end, at + batch_cells));
