@@ -354,7 +354,7 @@ SafetensorsContent read_safetensors(const std::string& path) {
   nlohmann::json header;
   try {
     header = nlohmann::json::parse(text, record_key);
-  } catch (const nlohmann::json::parse_error& error) {
+  } catch (const nlohmann::json::exception& error) {  // parse_error, or out_of_range: 1e999
     std::string detail = error.what();
     const auto bracket = detail.find("] ");  // drop nlohmann's "[json.exception...] " prefix
     if (bracket != std::string::npos) detail.erase(0, bracket + 2);

@@ -1,8 +1,11 @@
 // Loading spec files: YAML parsing, `base:` chains and `--set` overrides, with provenance.
 #include <yaml-cpp/yaml.h>
 
+#include <cstdint>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
+#include <string_view>
 
 #include "core/error.h"
 #include "core/spec.h"
@@ -15,20 +18,68 @@ namespace fs = std::filesystem;
 
 constexpr const char* kBaseKey = "base";
 
+// The 1-based line of the first byte of `text` that is not valid UTF-8, or 0 when it all is.
+// yaml-cpp replaces such bytes with U+FFFD silently, so the resolved spec (saved with every
+// checkpoint) would hold other values than the file: we refuse them instead.
+int first_invalid_utf8_line(std::string_view text) {
+  int line = 1;
+  for (std::size_t i = 0; i < text.size();) {
+    const auto byte = static_cast<unsigned char>(text[i]);
+    if (byte == '\n') ++line;
+    std::size_t length = 0;
+    std::uint32_t code = 0;
+    if (byte < 0x80) {
+      ++i;
+      continue;
+    } else if ((byte & 0xE0) == 0xC0) {
+      length = 2;
+      code = byte & 0x1F;
+    } else if ((byte & 0xF0) == 0xE0) {
+      length = 3;
+      code = byte & 0x0F;
+    } else if ((byte & 0xF8) == 0xF0) {
+      length = 4;
+      code = byte & 0x07;
+    } else {
+      return line;
+    }
+    if (i + length > text.size()) return line;
+    for (std::size_t k = 1; k < length; ++k) {
+      const auto next = static_cast<unsigned char>(text[i + k]);
+      if ((next & 0xC0) != 0x80) return line;
+      code = (code << 6) | (next & 0x3F);
+    }
+    // Overlong forms, UTF-16 surrogates and values beyond U+10FFFF are not UTF-8.
+    static constexpr std::uint32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < kLeast[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
+      return line;
+    }
+    i += length;
+  }
+  return 0;
+}
+
 YAML::Node parse_file(const std::string& path, const std::string& included_from) {
   std::error_code ec;
   if (!fs::is_regular_file(path, ec)) {
     std::string where = included_from.empty() ? "" : included_from + ": ";
     throw UsageError(where + "spec file " + path + " does not exist or is not a regular file");
   }
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (!in || in.bad()) {
+    throw UsageError("cannot read spec file " + path + " (permission denied or unreadable)");
+  }
+  if (const int line = first_invalid_utf8_line(text.str())) {
+    throw UsageError(path + ':' + std::to_string(line) + ": not UTF-8 text (a spec is UTF-8)");
+  }
   try {
-    return YAML::LoadFile(path);
+    return YAML::Load(text.str());
   } catch (const YAML::ParserException& e) {
     std::ostringstream out;
     out << path << ':' << e.mark.line + 1 << ": invalid YAML: " << e.msg;
     throw UsageError(out.str());
-  } catch (const YAML::BadFile&) {
-    throw UsageError("cannot read spec file " + path + " (permission denied or unreadable)");
   }
 }
 
@@ -130,6 +181,9 @@ void SpecDocument::apply_override(const std::string& assignment) {
   key.erase(key.find_last_not_of(" \t") + 1);
   if (equals == std::string::npos || key.empty()) {
     throw UsageError(origin + ": expected KEY=VALUE, e.g. --set optimizer.learning_rate=1e-4");
+  }
+  if (first_invalid_utf8_line(assignment) != 0) {
+    throw UsageError(origin + ": not UTF-8 text");
   }
   YAML::Node value;
   try {

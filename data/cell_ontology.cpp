@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <fstream>
-#include <functional>
 #include <sstream>
 
 #include "core/error.h"
@@ -52,12 +51,19 @@ std::string first_token(std::string_view value) {
   return std::string(value.substr(0, end));
 }
 
+// The inverse of unescape for a value that parse reads back trimmed: line breaks, tabs and
+// carriage returns are always escaped, and spaces at either end (which trimming would drop) too.
 std::string escape(std::string_view value) {
   std::string out;
-  for (char c : value) {
+  for (std::size_t i = 0; i < value.size(); ++i) {
+    const char c = value[i];
     if (c == '\n') {
       out += "\\n";
-    } else if (c == '\\' || c == '!' || c == '{' || c == '}') {
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == ' ' && (i == 0 || i + 1 == value.size())) {
+      out += "\\W";
+    } else if (c == '\\' || c == '!' || c == '{' || c == '}' || c == '\r') {
       out += '\\';
       out += c;
     } else {
@@ -222,21 +228,39 @@ std::vector<std::size_t> CellOntology::ancestors(std::size_t i) const {
 }
 
 std::size_t CellOntology::height(std::size_t i) const {
-  // Longest downward path by memoised depth-first search; a term on the current path (a cycle)
-  // counts as a leaf there.
-  std::vector<int> state(terms_.size(), 0);  // 0 new, 1 on the path, 2 done
+  // Longest downward path by memoised depth-first search, iterative so that a long is_a chain
+  // cannot exhaust the stack. An edge back to a term on the current path (a cycle) is not
+  // followed: a path never visits a term twice, so the height is at most the descendants' count.
+  enum : char { unvisited, on_path, done };
+  std::vector<char> state(terms_.size(), unvisited);
   std::vector<std::size_t> memo(terms_.size(), 0);
-  std::function<std::size_t(std::size_t)> visit = [&](std::size_t at) -> std::size_t {
-    if (state[at] == 2) return memo[at];
-    if (state[at] == 1) return 0;
-    state[at] = 1;
-    std::size_t best = 0;
-    for (std::size_t child : children_[at]) best = std::max(best, visit(child) + 1);
-    state[at] = 2;
-    memo[at] = best;
-    return best;
+  struct Frame {
+    std::size_t term;
+    std::size_t next_child;
+    std::size_t best;
   };
-  return visit(i);
+  std::vector<Frame> path = {{i, 0, 0}};
+  state.at(i) = on_path;
+  while (!path.empty()) {
+    Frame& frame = path.back();
+    const std::vector<std::size_t>& children = children_[frame.term];
+    if (frame.next_child < children.size()) {
+      const std::size_t child = children[frame.next_child++];
+      if (state[child] == done) {
+        frame.best = std::max(frame.best, memo[child] + 1);
+      } else if (state[child] == unvisited) {
+        state[child] = on_path;
+        path.push_back({child, 0, 0});  // invalidates `frame`
+      }
+      continue;
+    }
+    state[frame.term] = done;
+    memo[frame.term] = frame.best;
+    const std::size_t best = frame.best;
+    path.pop_back();
+    if (!path.empty()) path.back().best = std::max(path.back().best, best + 1);
+  }
+  return memo[i];
 }
 
 std::string to_obo(const std::vector<OntologyTerm>& terms, const std::string& ontology) {

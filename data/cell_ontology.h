@@ -50,7 +50,8 @@ class CellOntology {
   /// is_a cycles (invalid OBO) do not loop.
   std::vector<std::size_t> descendants(std::size_t i) const;
   std::vector<std::size_t> ancestors(std::size_t i) const;
-  /// Longest path (in edges) from i down to a leaf: 0 for a leaf.
+  /// Longest path (in edges) from i down to a leaf: 0 for a leaf. A path visits no term twice
+  /// (an is_a cycle, invalid OBO, is not followed back to its start).
   std::size_t height(std::size_t i) const;
 
  private:

@@ -44,6 +44,23 @@ std::string read_text(const fs::path& path) {
   return out.str();
 }
 
+// An integer field of the manifest within [least, most]; InputError naming `what` otherwise (a
+// float would not convert to an integer type with defined behaviour).
+std::int64_t manifest_integer(const json& value, const std::string& what, std::int64_t least,
+                              std::int64_t most) {
+  if (!value.is_number_integer() ||
+      (value.is_number_unsigned() &&
+       value.get<std::uint64_t>() > static_cast<std::uint64_t>(most)) ||
+      value.get<std::int64_t>() < least || value.get<std::int64_t>() > most) {
+    throw core::InputError(what + " is " + value.dump() + ", not an integer in [" +
+                           std::to_string(least) + ", " + std::to_string(most) + "]");
+  }
+  return value.get<std::int64_t>();
+}
+
+// The most ranks a checkpoint's topology may name (far beyond any job; bounds the work).
+constexpr std::int64_t kMaxRanks = std::int64_t{1} << 24;
+
 // The step of a committed checkpoint's directory name, or -1 for anything else.
 std::int64_t step_of_name(const std::string& name) {
   if (name.rfind(kPrefix, 0) != 0 || name.size() == sizeof kPrefix - 1) return -1;
@@ -261,22 +278,51 @@ std::string verify_checkpoint(const std::string& dir) {
       return manifest_path.string() + " has format '" + manifest.at("format").get<std::string>() +
              "', this cellfm reads '" + kFormat + "'";
     }
-    const int tp = manifest.at("topology").at("tensor_parallel").get<int>();
+    const json& files = manifest.at("files");
+    if (!files.is_array()) return manifest_path.string() + ": \"files\" is not a list";
+    const int tp = static_cast<int>(manifest_integer(manifest.at("topology").at("tensor_parallel"),
+                                                     manifest_path.string() + ": tensor_parallel",
+                                                     1, kMaxRanks));
+    // Each tensor-parallel rank has two files: a larger size cannot be this manifest's (and must
+    // not make the list of required names huge).
+    if (2 * static_cast<std::size_t>(tp) > files.size()) {
+      return manifest_path.string() + " says tensor_parallel " + std::to_string(tp) +
+             " but lists only " + std::to_string(files.size()) + " files";
+    }
     std::vector<std::string> required = {"trainer_state.json", "spec.yaml", "vocabulary.txt"};
     for (int t = 0; t < tp; ++t) {
       required.push_back(sharded_file("model", t, tp));
       required.push_back(sharded_file("optimizer", t, tp));
     }
     std::vector<std::string> listed;
-    for (const json& file : manifest.at("files")) {
+    for (const json& file : files) {
       const std::string name = file.at("name").get<std::string>();
       listed.push_back(name);
+      // Only files of the checkpoint's own directory: a path could name any file to hash
+      // (/dev/zero never ends), and a name the system cannot stat is no file of it.
+      if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos ||
+          name.find('\0') != std::string::npos) {
+        return manifest_path.string() + " lists '" + name +
+               "', which is not a file name in the checkpoint directory";
+      }
       const fs::path path = root / name;
-      if (!fs::exists(path)) return path.string() + " is missing (listed in the manifest)";
+      std::error_code error;
+      const fs::file_status status = fs::status(path, error);
+      if (error && error != std::errc::no_such_file_or_directory) {
+        return path.string() + " cannot be read (" + error.message() + ")";
+      }
+      if (!fs::exists(status)) return path.string() + " is missing (listed in the manifest)";
+      if (!fs::is_regular_file(status)) return path.string() + " is not a regular file";
+      const std::uint64_t bytes = file.at("bytes").get<std::uint64_t>();
+      const std::uint64_t size = fs::file_size(path, error);
+      if (error || size != bytes) {
+        return path.string() + " has " + std::to_string(size) + " bytes, the manifest says " +
+               std::to_string(bytes);
+      }
       const core::FileDigest digest = core::sha256_file(path.string());
-      if (digest.bytes != file.at("bytes").get<std::uint64_t>()) {
+      if (digest.bytes != bytes) {
         return path.string() + " has " + std::to_string(digest.bytes) +
-               " bytes, the manifest says " + std::to_string(file.at("bytes").get<std::uint64_t>());
+               " bytes, the manifest says " + std::to_string(bytes);
       }
       if (digest.sha256 != file.at("sha256").get<std::string>()) {
         return path.string() + " does not match its SHA-256 in the manifest (corrupt)";
@@ -320,10 +366,21 @@ CheckpointInfo read_checkpoint_info(const std::string& dir) {
   info.dir = dir;
   try {
     const json manifest = json::parse(read_text(root / "manifest.json"));
-    info.step = manifest.at("step").get<std::int64_t>();
-    info.world_size = manifest.at("topology").at("world").get<int>();
-    info.dp_size = manifest.at("topology").at("data_parallel").get<int>();
-    info.tp_size = manifest.at("topology").at("tensor_parallel").get<int>();
+    const std::string where = (root / "manifest.json").string() + ": ";
+    info.step = manifest_integer(manifest.at("step"), where + "step", 0, INT64_MAX);
+    const json& topology = manifest.at("topology");
+    info.world_size =
+        static_cast<int>(manifest_integer(topology.at("world"), where + "world", 1, kMaxRanks));
+    info.dp_size = static_cast<int>(
+        manifest_integer(topology.at("data_parallel"), where + "data_parallel", 1, kMaxRanks));
+    info.tp_size = static_cast<int>(
+        manifest_integer(topology.at("tensor_parallel"), where + "tensor_parallel", 1, kMaxRanks));
+    if (static_cast<std::int64_t>(info.dp_size) * info.tp_size != info.world_size) {
+      throw core::InputError(where + "world " + std::to_string(info.world_size) +
+                             " is not data_parallel x tensor_parallel (" +
+                             std::to_string(info.dp_size) + " x " + std::to_string(info.tp_size) +
+                             ")");
+    }
   } catch (const json::exception& e) {
     throw core::InputError((root / "manifest.json").string() +
                            " is not a valid manifest: " + e.what());

@@ -38,25 +38,42 @@ std::string trainer_state_json(const TrainerState& s) {
 
 TrainerState parse_trainer_state(const std::string& text, const std::string& source) {
   TrainerState s;
+  // Integers must be JSON integers of the field's range: nlohmann's get<> would convert a float
+  // (or a negative number for an unsigned field) with undefined behaviour or wrapped around.
+  const auto integer = [&source](const json& object, const char* key) -> std::int64_t {
+    const json& value = object.at(key);
+    if (!value.is_number_integer() ||
+        (value.is_number_unsigned() &&
+         value.get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX))) {
+      throw core::InputError(source + " is not a valid trainer state: '" + key + "' is " +
+                             value.dump() + ", not a 64-bit integer");
+    }
+    return value.get<std::int64_t>();
+  };
   try {
     const json in = json::parse(text);
-    s.step = in.at("step").get<std::int64_t>();
-    s.epoch = in.at("epoch").get<std::int64_t>();
+    s.step = integer(in, "step");
+    s.epoch = integer(in, "epoch");
     const json& sampler = in.at("sampler");
-    s.sampler.epoch = sampler.at("epoch").get<std::uint64_t>();
-    s.sampler.cells_consumed = sampler.at("cells_consumed").get<std::int64_t>();
-    for (const json& segment : sampler.at("dp_history")) {
-      s.sampler.dp_history.push_back({segment.at("start_cells").get<std::int64_t>(),
-                                      segment.at("dp_size").get<std::int64_t>()});
+    const std::int64_t sampler_epoch = integer(sampler, "epoch");
+    if (sampler_epoch < 0) {
+      throw core::InputError(source + " is not a valid trainer state: the sampler's epoch is " +
+                             std::to_string(sampler_epoch));
     }
-    s.train_cells = in.at("train_cells").get<std::int64_t>();
-    s.cells_seen = in.at("cells_seen").get<std::int64_t>();
+    s.sampler.epoch = static_cast<std::uint64_t>(sampler_epoch);
+    s.sampler.cells_consumed = integer(sampler, "cells_consumed");
+    for (const json& segment : sampler.at("dp_history")) {
+      s.sampler.dp_history.push_back(
+          {integer(segment, "start_cells"), integer(segment, "dp_size")});
+    }
+    s.train_cells = integer(in, "train_cells");
+    s.cells_seen = integer(in, "cells_seen");
     s.evaluated = in.at("evaluated").get<bool>();
     s.eval_loss_start = in.at("eval_loss_start").get<double>();
     s.eval_loss_last = in.at("eval_loss_last").get<double>();
-    s.skipped_steps = in.at("skipped_steps").get<std::int64_t>();
-    s.consecutive_skips = in.at("consecutive_skips").get<std::int64_t>();
-    s.rollbacks = in.at("rollbacks").get<std::int64_t>();
+    s.skipped_steps = integer(in, "skipped_steps");
+    s.consecutive_skips = integer(in, "consecutive_skips");
+    s.rollbacks = integer(in, "rollbacks");
     s.lr_scale = in.at("lr_scale").get<double>();
     s.training_seconds = in.at("training_seconds").get<double>();
     s.family = in.at("family").get<std::string>();
