@@ -192,6 +192,11 @@ ObsColumn H5adDataframe::compound_field(const std::string& name, std::int64_t be
 ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begin,
                                       std::int64_t end) const {
   const std::string path = path_ + '/' + name;
+  // A name from column-order need not exist (a damaged or hand-edited file).
+  if (!h5_exists(file_, path)) {
+    throw core::InputError(file_name_ + ": " + path + " does not exist (named by " + path_ +
+                           "'s column-order)");
+  }
   ObsColumn column;
   if (h5_kind(file_, path) == H5Kind::group) {
     const std::string encoding = h5_string_attribute(file_, path, "encoding-type").value_or("");
