@@ -34,7 +34,9 @@ torch::Tensor sinusoidal_2d_table(std::int64_t dim);
 
 /// Table rows of coordinates [N, 2] (x, y; NaN: none) normalised per call: both axes shifted to
 /// start at 0 and divided by the larger extent (the aspect ratio kept), then binned as the
-/// reference, clamp(floor((c * 1.02 - 0.01) * 100), 0, 99). -1 for cells without coordinates.
+/// reference, clamp(floor((c * 1.02 - 0.01) * 100), 0, 99). -1 for cells without coordinates. A
+/// sample whose cells share one point (zero extent, a single cell included) sits at the centre,
+/// unit coordinates (0.5, 0.5): row 50 * 100 + 50.
 torch::Tensor position_rows(const torch::Tensor& coordinates);
 
 /// The GMVAE's latent terms for cells with q(y|h) logits [N, K], the sample z [N, D], q(z|h,y)

@@ -217,17 +217,24 @@ core::NamedTensors CellplmModelImpl::initial_weights(std::uint64_t seed) const {
 torch::Tensor CellplmModelImpl::embed(const CellplmInput& input) {
   const std::int64_t n = input.cells();
   const torch::Tensor& table = at("embedder.feat_enc.emb");
-  // The sparse product log1p(x) E over this rank's genes, summed over the tensor-parallel ranks.
+  // The sparse product log1p(x) E over this rank's genes (a sparse [N, genes] by dense [genes,
+  // hidden] product: never an [entries, hidden] intermediate), summed over the tensor-parallel
+  // ranks.
   const torch::Tensor counts = input.offsets.slice(0, 1) - input.offsets.slice(0, 0, n);
-  const torch::Tensor cell_of =
+  torch::Tensor cell_of =
       torch::repeat_interleave(torch::arange(n, input.offsets.options()), counts);
   torch::Tensor genes = input.genes - first_gene_;
-  const torch::Tensor mine = (genes >= 0) & (genes < local_genes_);
-  if (tp_->size() > 1) genes = genes.masked_fill(~mine, 0);
   torch::Tensor weights = torch::log1p(input.values.to(table.scalar_type()));
-  if (tp_->size() > 1) weights = weights * mine.to(weights.scalar_type());
-  const torch::Tensor rows = table.index_select(0, genes) * weights.unsqueeze(1);
-  torch::Tensor x = torch::zeros({n, table.size(1)}, table.options()).index_add(0, cell_of, rows);
+  if (tp_->size() > 1) {
+    const torch::Tensor mine = (genes >= 0) & (genes < local_genes_);
+    cell_of = cell_of.index({mine});
+    genes = genes.index({mine});
+    weights = weights.index({mine});
+  }
+  const torch::Tensor product =
+      torch::sparse_coo_tensor(torch::stack({cell_of, genes}), weights, {n, local_genes_},
+                               table.options().layout(torch::kSparse));
+  torch::Tensor x = torch::mm(product, table);
   x = parallel::reduce_from_tensor_parallel(x, tp_);
   x = F::linear(x, at("embedder.extra_linear.0.weight"), at("embedder.extra_linear.0.bias"));
   x = maybe_dropout(torch::relu(x), options_.dropout, is_training());

@@ -53,6 +53,8 @@ int run_bench_comm(const std::vector<std::string>& args, CliContext& context);
 int run_bench_exceiver(const std::vector<std::string>& args, CliContext& context);
 /// `bench sccello` (likewise).
 int run_bench_sccello(const std::vector<std::string>& args, CliContext& context);
+/// `bench cellplm` (likewise).
+int run_bench_cellplm(const std::vector<std::string>& args, CliContext& context);
 /// `bench checkpoint` (likewise).
 int run_bench_checkpoint(const std::vector<std::string>& args, CliContext& context);
 

@@ -32,8 +32,10 @@ const std::vector<CliCommand>& cli_commands() {
        "benchmarks: data (corpus to batches, with the h5py/anndata peers and the page-cache "
        "bound); "
        "comm (tensor allreduce bandwidth beside raw MPI_Allreduce); exceiver (cells/s per "
-       "zero-gene "
-       "mode at the released size); checkpoint (SHA-256 MB/s of a 1 GiB checkpoint beside the "
+       "zero-gene mode at the released size); sccello (training at the released size, per-loss "
+       "costs, MGP memory, padding); cellplm (training samples/s and cells/s at the released "
+       "size, one-pass embedding of 6k-48k-cell samples: time and peak memory); checkpoint "
+       "(SHA-256 MB/s of a 1 GiB checkpoint beside the "
        "page-cache bound, and whole checkpoint commits)",
        run_bench_command},
   };

@@ -198,6 +198,9 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
   if (!args.empty() && args.front() == "sccello") {
     return run_bench_sccello(std::vector<std::string>(args.begin() + 1, args.end()), context);
   }
+  if (!args.empty() && args.front() == "cellplm") {
+    return run_bench_cellplm(std::vector<std::string>(args.begin() + 1, args.end()), context);
+  }
   if (!args.empty() && args.front() == "checkpoint") {
     return run_bench_checkpoint(std::vector<std::string>(args.begin() + 1, args.end()), context);
   }
@@ -205,7 +208,8 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
   po::options_description described;
   described.add_options()(
       "target", po::value<std::string>()->required(),
-      "what to measure: data (comm, exceiver, sccello and checkpoint have their own options: "
+      "what to measure: data (comm, exceiver, sccello, cellplm and checkpoint have their own "
+      "options: "
       "cellfm bench comm --help)")("inputs", po::value<std::vector<std::string>>()->required(),
                                    "an experiment spec (.yaml) or .h5ad files/globs")(
       "seconds", po::value<double>(), "stop each measured path after S seconds (default: none)")(
@@ -228,8 +232,9 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
       described, positional, args, world);
   if (!values) return 0;
   if ((*values)["target"].as<std::string>() != "data") {
-    throw core::UsageError("bench: unknown target '" + (*values)["target"].as<std::string>() +
-                           "'; the benchmarks are: data, comm, exceiver, sccello, checkpoint");
+    throw core::UsageError(
+        "bench: unknown target '" + (*values)["target"].as<std::string>() +
+        "'; the benchmarks are: data, comm, exceiver, sccello, cellplm, checkpoint");
   }
   const auto inputs = (*values)["inputs"].as<std::vector<std::string>>();
   const bool as_json = values->count("json") > 0;

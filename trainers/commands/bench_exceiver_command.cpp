@@ -11,6 +11,7 @@
 #include "core/error.h"
 #include "data/keyed_permutation.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/bench_inputs.h"
 #include "trainers/commands/report_format.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
@@ -24,30 +25,6 @@ using nlohmann::ordered_json;
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-/// `cells` cells of `nnz` distinct genes each (keyed), counts 1..32, as the corpus delivers them.
-data::CorpusBatch synthetic_cells(std::int64_t cells, std::int64_t genes, std::int64_t nnz,
-                                  std::uint64_t seed) {
-  data::CorpusBatch batch;
-  for (std::int64_t c = 0; c < cells; ++c) {
-    const data::KeyedPermutation pick(static_cast<std::uint64_t>(genes),
-                                      data::derive_key({seed, static_cast<std::uint64_t>(c)}));
-    std::vector<std::int32_t> row;
-    for (std::int64_t k = 0; k < nnz; ++k) {
-      row.push_back(static_cast<std::int32_t>(pick(static_cast<std::uint64_t>(k))));
-    }
-    std::sort(row.begin(), row.end());
-    for (std::int32_t g : row) {
-      batch.cells.genes.push_back(g);
-      const std::uint64_t draw =
-          data::splitmix64(data::derive_key({seed, 7, std::uint64_t(c), std::uint64_t(g)}));
-      batch.cells.values.push_back(static_cast<float>(1 + draw % 32));
-    }
-    batch.cells.offsets.push_back(static_cast<std::int64_t>(batch.cells.genes.size()));
-    batch.cells.cell_ids.push_back(c);
-  }
-  return batch;
-}
 
 }  // namespace
 

@@ -24,6 +24,7 @@
 #include "data/length_grouping.h"
 #include "data/sampler.h"
 #include "trainers/cli/cli_command.h"
+#include "trainers/commands/bench_inputs.h"
 #include "trainers/commands/report_format.h"
 #include "trainers/loop/trainer.h"
 #include "trainers/sccello/sccello_losses.h"
@@ -50,28 +51,6 @@ double seconds_since(Clock::time_point start) {
 double uniform(std::initializer_list<std::uint64_t> parts) {
   return static_cast<double>(data::splitmix64(data::derive_key(parts)) >> 11) /
          static_cast<double>(std::uint64_t{1} << 53);
-}
-
-// ## Process memory (Linux /proc), for the MGP comparison
-
-// A line "Key:   N kB" of /proc/self/status in bytes; -1 when absent.
-std::int64_t status_bytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  for (std::string line; std::getline(in, line);) {
-    if (line.rfind(key + ":", 0) == 0) {
-      return std::stoll(line.substr(key.size() + 1)) * 1024;
-    }
-  }
-  return -1;
-}
-
-// Resets the process's peak RSS (VmHWM) to its current RSS: "5" to /proc/self/clear_refs
-// (Linux >= 4.0). False when the kernel refuses, and then peaks are not reported.
-bool reset_peak_rss() {
-  std::ofstream out("/proc/self/clear_refs");
-  out << "5";
-  out.flush();
-  return static_cast<bool>(out);
 }
 
 // ## Synthetic inputs
