@@ -74,5 +74,24 @@ TEST(MetricsLog, FreshRunTruncates) {
   EXPECT_TRUE(lines_of(dir.path() + "/metrics.jsonl").empty());
 }
 
+TEST(BaselineComparison, NamesEachComparisonWhoseMetricsArePresent) {
+  const Fields all = {{"eval_loss", 1.0},
+                      {"eval_explained_variance", 0.7123},
+                      {"eval_gene_mean_explained_variance", 0.66},
+                      {"eval_pearson", 0.8104},
+                      {"eval_gene_mean_pearson", 0.7508},
+                      {"eval_knn_accuracy", 0.93},
+                      {"eval_pca_knn_accuracy", 0.99}};
+  EXPECT_EQ(baseline_comparison(all),
+            ", explained variance 0.712 (per-gene mean 0.660), reconstruction Pearson 0.810 "
+            "(per-gene mean 0.751), 15-NN label accuracy 0.930 (PCA 0.990)");
+  // A part needs both of its metrics.
+  EXPECT_EQ(
+      baseline_comparison(
+          {{"eval_pearson", 0.8}, {"eval_knn_accuracy", 0.5}, {"eval_pca_knn_accuracy", 0.6}}),
+      ", 15-NN label accuracy 0.500 (PCA 0.600)");
+  EXPECT_EQ(baseline_comparison({{"eval_loss", 1.0}}), "");
+}
+
 }  // namespace
 }  // namespace cellfm::trainers

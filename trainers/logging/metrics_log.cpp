@@ -110,6 +110,12 @@ std::string baseline_comparison(const Fields& eval) {
   if (ev != nullptr && gene_mean != nullptr) {
     out << ", explained variance " << *ev << " (per-gene mean " << *gene_mean << ")";
   }
+  const double* pearson = find("eval_pearson");
+  const double* gene_mean_pearson = find("eval_gene_mean_pearson");
+  if (pearson != nullptr && gene_mean_pearson != nullptr) {
+    out << ", reconstruction Pearson " << *pearson << " (per-gene mean " << *gene_mean_pearson
+        << ")";
+  }
   const double* knn = find("eval_knn_accuracy");
   const double* pca = find("eval_pca_knn_accuracy");
   if (knn != nullptr && pca != nullptr) {

@@ -39,7 +39,8 @@ std::string format_duration(double seconds);
 ///  1,234 cells/s | ETA 1:12 | checkpoint in 0:40" from the fields of one interval; the
 /// checkpoint part only when `checkpoint_in_seconds` >= 0.
 /// The summary line's comparison of the model with its baselines, from an evaluation's metrics:
-/// ", explained variance 0.71 (per-gene mean 0.66), 15-NN label accuracy 0.93 (PCA 0.99)"; the
+/// ", explained variance 0.71 (per-gene mean 0.66), reconstruction Pearson 0.81 (per-gene mean
+/// 0.75), 15-NN label accuracy 0.93 (PCA 0.99)"; the
 /// parts whose metrics are absent are left out ("" when none is present).
 std::string baseline_comparison(const Fields& eval);
 
