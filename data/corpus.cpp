@@ -523,6 +523,10 @@ std::vector<std::int32_t> Corpus::measured_genes(std::size_t file) const {
   return ids;
 }
 
+const std::vector<std::int32_t>& Corpus::gene_columns(std::size_t file) const {
+  return state_->records.at(file).remap->to_vocabulary;
+}
+
 std::size_t Corpus::file_of(std::int64_t ordinal) const {
   const std::vector<CorpusFileInfo>& infos = state_->infos;
   // The last file whose first kept cell is at or before `ordinal` and that keeps cells.

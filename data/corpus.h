@@ -132,6 +132,8 @@ class Corpus {
   /// The vocabulary ids file `file` (an index into files()) measures, ascending: its genes that
   /// map to the vocabulary.
   std::vector<std::int32_t> measured_genes(std::size_t file) const;
+  /// The vocabulary id of each var row of file `file` (-1: not in the vocabulary).
+  const std::vector<std::int32_t>& gene_columns(std::size_t file) const;
   /// The index into files() of kept cell `ordinal`.
   std::size_t file_of(std::int64_t ordinal) const;
   const GeneVocabulary& vocabulary() const;

@@ -54,6 +54,12 @@ void validate_options(const EmbeddingOutputOptions& options) {
     throw core::UsageError("the embedding width must be positive, not " +
                            std::to_string(options.dim));
   }
+  if (!options.layer_key.empty() &&
+      (options.layer_key.find('/') != std::string::npos || options.layer_key == "." ||
+       options.layer_key == ".." || options.layer_columns <= 0)) {
+    throw core::UsageError("the layer '" + options.layer_key +
+                           "' needs a valid name (without '/') and a positive width");
+  }
   if (options.label_column.find('/') != std::string::npos || options.label_column == "." ||
       options.label_column == "..") {
     throw core::UsageError("the label column '" + options.label_column +
@@ -219,6 +225,28 @@ void write_obsm(hid_t source, hid_t target, const CopyPlan& plan) {
   if (plan.generation == Generation::v08) h5ad_set_encoding(embedding.get(), "array", "0.2.0");
 }
 
+// layers of the copy: the input's entries except `layer_key`, then layers/<layer_key>
+// [cells, layer_columns] float32.
+void write_layer(hid_t source, hid_t target, const CopyPlan& plan) {
+  const std::string& key = plan.options.layer_key;
+  H5Id layers;
+  if (h5_exists(source, "layers") && h5_kind(source, "layers") == H5Kind::group) {
+    H5Id from(CELLFM_H5_CHECK(H5Gopen2(source, "layers", H5P_DEFAULT)), H5Gclose);
+    layers = h5_create_group(target, "layers");
+    h5_copy_attributes(from.get(), layers.get(), {}, "layers");
+    for (const std::string& name : h5_link_names(from.get())) {
+      if (name != key) h5_copy_object(from.get(), name, layers.get());
+    }
+  } else {
+    layers = plan.generation == Generation::v08 ? h5ad_create_dict(target, "layers")
+                                                : h5_create_group(target, "layers");
+  }
+  H5Id values = create_preallocated(
+      layers.get(), key, H5T_IEEE_F32LE,
+      {static_cast<hsize_t>(plan.cells), static_cast<hsize_t>(plan.options.layer_columns)});
+  if (plan.generation == Generation::v08) h5ad_set_encoding(values.get(), "array", "0.2.0");
+}
+
 void refuse_index_as_label(const std::string& index, const CopyPlan& plan) {
   if (plan.options.label_column == index) {
     throw core::UsageError("the label column '" + index + "' is the obs index of " + plan.input +
@@ -372,6 +400,7 @@ void build_copy(const CopyPlan& plan) {
   h5_copy_attributes(source_root.get(), target_root.get(), {}, "the root group");
   for (const std::string& name : h5_link_names(source_root.get())) {
     if (name == "obsm") continue;
+    if (name == "layers" && !plan.options.layer_key.empty()) continue;
     if (name == "obs" && labels && plan.generation == Generation::v06) {
       write_obs_v06(source.get(), target.get(), plan);
       continue;
@@ -379,6 +408,7 @@ void build_copy(const CopyPlan& plan) {
     h5_copy_object(source_root.get(), name, target_root.get());
   }
   write_obsm(source.get(), target.get(), plan);
+  if (!plan.options.layer_key.empty()) write_layer(source.get(), target.get(), plan);
   if (!labels) return;
   switch (plan.generation) {
     case Generation::v08: add_label_v08(target.get(), plan); break;
@@ -400,6 +430,7 @@ struct EmbeddingWriter::State {
     codes_memory_type.reset();
     codes.reset();
     embedding.reset();
+    layer.reset();
     transfer.reset();
     file.reset();
   }
@@ -413,6 +444,7 @@ struct EmbeddingWriter::State {
   std::unique_ptr<core::TemporaryFile> temporary_file;  // rank 0: removes it unless committed
   H5Id file;               // the temporary, through MPI-IO on every rank
   H5Id embedding;          // obsm/<key>
+  H5Id layer;              // layers/<layer_key> (when requested)
   H5Id codes;              // the label codes' dataset (for <= 0.6: obs itself)
   H5Id codes_memory_type;  // int32, or for <= 0.6 a compound holding only the label field
   H5Id transfer;           // independent MPI-IO transfers
@@ -471,6 +503,11 @@ EmbeddingWriter::EmbeddingWriter(const std::string& input, const std::string& ou
   const std::string embedding_path = "obsm/" + options.obsm_key;
   s.embedding =
       H5Id(CELLFM_H5_CHECK(H5Dopen2(s.file.get(), embedding_path.c_str(), H5P_DEFAULT)), H5Dclose);
+  if (!options.layer_key.empty()) {
+    const std::string layer_path = "layers/" + options.layer_key;
+    s.layer =
+        H5Id(CELLFM_H5_CHECK(H5Dopen2(s.file.get(), layer_path.c_str(), H5P_DEFAULT)), H5Dclose);
+  }
   if (!options.label_column.empty()) {
     const std::string& column = options.label_column;
     switch (parse_generation(s.generation)) {
@@ -535,7 +572,7 @@ void write_hyperslabs(hid_t dataset, hid_t memory_type, hid_t transfer, std::int
 }  // namespace
 
 void EmbeddingWriter::write_rows(std::int64_t first_row, std::int64_t rows, const float* embeddings,
-                                 const std::int32_t* label_codes) {
+                                 const std::int32_t* label_codes, const float* layer_values) {
   State& s = *state_;
   if (s.committed || s.file.get() < 0) {
     throw core::SystemError("EmbeddingWriter::write_rows after commit()");
@@ -552,6 +589,14 @@ void EmbeddingWriter::write_rows(std::int64_t first_row, std::int64_t rows, cons
                                          s.options.label_column + "')"
                                    : "EmbeddingWriter::write_rows: label codes given but no "
                                      "label column was requested");
+  }
+  const bool layer = !s.options.layer_key.empty();
+  if (layer != (layer_values != nullptr)) {
+    throw core::SystemError(layer ? "EmbeddingWriter::write_rows: layer values are required "
+                                    "(layer '" +
+                                        s.options.layer_key + "')"
+                                  : "EmbeddingWriter::write_rows: layer values given but no "
+                                    "layer was requested");
   }
   if (rows == 0) return;
   if (embeddings == nullptr) {
@@ -574,6 +619,11 @@ void EmbeddingWriter::write_rows(std::int64_t first_row, std::int64_t rows, cons
   if (labels) {
     write_hyperslabs(s.codes.get(), s.codes_memory_type.get(), s.transfer.get(), first_row, rows, 1,
                      false, label_codes, sizeof(std::int32_t));
+  }
+  if (layer) {
+    write_hyperslabs(s.layer.get(), H5T_NATIVE_FLOAT, s.transfer.get(), first_row, rows,
+                     s.options.layer_columns, true, layer_values,
+                     sizeof(float) * static_cast<std::size_t>(s.options.layer_columns));
   }
   s.written.emplace_back(first_row, first_row + rows);
 }

@@ -20,12 +20,18 @@ struct EmbeddingOutputOptions {
   std::string label_column;
   /// The categories of label_column (code -> name), unique, the same on every rank.
   std::vector<std::string> label_names;
+  /// A layer that receives per-gene values, e.g. "cellplm_denoised" (float32 [cells,
+  /// layer_columns], layer_columns = the input's var rows); "" writes none. Must not contain '/'.
+  std::string layer_key;
+  std::int64_t layer_columns = 0;
 };
 
 /// Writes `output` = a copy of `input` plus obsm[obsm_key] (float32 [cells, dim]) and, when
-/// requested, obs[label_column] (a Categorical over label_names). Every other group, dataset and
-/// attribute of the input is copied as it is (H5Ocopy, object references followed). An existing
-/// obsm entry `obsm_key` or obs column `label_column` is REPLACED (not copied).
+/// requested, obs[label_column] (a Categorical over label_names) and layers[layer_key] (float32
+/// [cells, vars], a dense array; a file without layers gets the group, a dict for >= 0.8). Every
+/// other group, dataset and attribute of the input is copied as it is (H5Ocopy, object references
+/// followed). An existing obsm entry `obsm_key` or obs column `label_column` is REPLACED (not
+/// copied).
 ///
 /// How each anndata generation takes the additions (each is read back by anndata 0.8 as written):
 ///  - >= 0.8: obsm/<key> is a dense array (encoding array/0.2.0); the label column is a
@@ -70,9 +76,10 @@ class EmbeddingWriter {
   /// and, exactly when label_column is set, `label_codes` [rows] (codes into label_names, -1 = no
   /// prediction, read as NaN). Any rank may write any rows, in any number of calls; independent
   /// MPI-IO, not collective. Throws SystemError for rows outside [0, cells()), codes outside
-  /// [-1, label_names.size()), or label codes given/missing against the options.
+  /// [-1, label_names.size()), or label codes given/missing against the options. `layer_values`
+  /// [rows, layer_columns] row-major: exactly when layer_key is set.
   void write_rows(std::int64_t first_row, std::int64_t rows, const float* embeddings,
-                  const std::int32_t* label_codes = nullptr);
+                  const std::int32_t* label_codes = nullptr, const float* layer_values = nullptr);
 
   /// Collective: checks that the ranks together wrote every row exactly once (else SystemError on
   /// every rank naming the missing and repeated row counts; the temporary is left to the

@@ -194,6 +194,28 @@ TEST(CellplmFlowAttention, GradientsMatchCentralDifferences) {
 
 // ---- Per-cell GroupNorm ------------------------------------------------------------------------
 
+TEST(CellplmFlowAttention, CostIsLinearInTheCells) {
+  // 300,000 cells in one sequence: an [N, N] attention matrix would need 360 GB (float32), which
+  // no machine running this test can allocate, so finishing at all shows that none is built.
+  const std::int64_t n = 300000;
+  const torch::Tensor q = torch::randn({1, n, 4});
+  const torch::Tensor k = torch::randn({1, n, 4});
+  const torch::Tensor v = torch::randn({1, n, 4});
+  const torch::Tensor out = flow_attention(q, k, v);
+  ASSERT_EQ(out.sizes(), torch::IntArrayRef({1, n, 4}));
+  EXPECT_TRUE(torch::isfinite(out).all().item<bool>());
+  // Duplicating every cell doubles every sum over cells: incoming and outgoing flows halve, the
+  // conserved sink and source stay, competition (softmax x N) keeps each cell's share of N, so
+  // each cell's output is unchanged.
+  const std::int64_t m = 1000;
+  const torch::Tensor qs = q.slice(1, 0, m), ks = k.slice(1, 0, m), vs = v.slice(1, 0, m);
+  const torch::Tensor single = flow_attention(qs, ks, vs, 0.0);
+  const torch::Tensor doubled = flow_attention(torch::cat({qs, qs}, 1), torch::cat({ks, ks}, 1),
+                                               torch::cat({vs, vs}, 1), 0.0);
+  EXPECT_TRUE(torch::allclose(doubled.slice(1, 0, m), single, 1e-4, 1e-5))
+      << (doubled.slice(1, 0, m) - single).abs().max().item<double>();
+}
+
 TEST(CellplmGroupNorm, MatchesTheDirectFormulaPerCell) {
   auto generator = at::make_generator<at::CPUGeneratorImpl>(41);
   // Cells with different offsets and scales per group, so that statistics pooled across cells or

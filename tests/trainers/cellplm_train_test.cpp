@@ -1,9 +1,9 @@
 // CellPLM end to end as a user runs it (mpiexec -n 2, the cellfm binary): the quickstart spec at a
 // reduced size on a synthetic corpus with spatial samples trains one sample per rank and step,
 // every loss term is logged, the held-out masked-entry NB loss falls and the reconstruction's
-// Pearson correlation is reported beside the per-gene mean's, and `embed` writes
-// obsm/X_cellplm (the latent mean) one sample per pass: anndata reads it back, equal on 1 and 2
-// ranks and across repeated runs.
+// Pearson correlation is reported beside the per-gene mean's, and `embed --denoised` writes
+// obsm/X_cellplm (the latent mean) one sample per pass and layers/cellplm_denoised (the NB mean
+// at each cell's library): anndata reads both back, equal on 1 and 2 ranks and across runs.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -94,23 +94,31 @@ TEST_F(CellplmTrainTest, EmbedWritesTheLatentMeanOneSamplePerPass) {
   const std::string weights = path("run/weights.safetensors");
   for (const auto& [name, ranks] :
        std::vector<std::pair<std::string, int>>{{"a", 1}, {"b", 2}, {"c", 2}}) {
-    const ProcessResult embed = cellfm(
-        {"embed", "--weights", weights, "--input", files.front(), "--output", path(name + ".h5ad")},
-        ranks);
+    const ProcessResult embed = cellfm({"embed", "--weights", weights, "--input", files.front(),
+                                        "--output", path(name + ".h5ad"), "--denoised"},
+                                       ranks);
     ASSERT_EQ(embed.exit_code, 0) << embed.out << embed.err;
+    EXPECT_NE(embed.out.find("layers/cellplm_denoised"), std::string::npos) << embed.out;
   }
-  const ProcessResult python =
-      testing::run_process({"/usr/bin/python3", "-c",
-                            "import sys, anndata, numpy as np\n"
-                            "a, b, c, src = (anndata.read_h5ad(p) for p in sys.argv[1:5])\n"
-                            "x, y, z = (d.obsm['X_cellplm'] for d in (a, b, c))\n"
-                            "assert x.shape == (src.n_obs, 32), x.shape\n"
-                            "assert np.isfinite(x).all()\n"
-                            "assert np.array_equal(y, z), 'two runs differ'\n"
-                            "assert np.abs(x - y).max() < 1e-5, np.abs(x - y).max()\n"
-                            "assert x.std(axis=0).min() > 0, 'a constant embedding column'\n"
-                            "print('ok')\n",
-                            path("a.h5ad"), path("b.h5ad"), path("c.h5ad"), files.front()});
+  const ProcessResult python = testing::run_process(
+      {"/usr/bin/python3", "-c",
+       "import sys, anndata, numpy as np\n"
+       "a, b, c, src = (anndata.read_h5ad(p) for p in sys.argv[1:5])\n"
+       "x, y, z = (d.obsm['X_cellplm'] for d in (a, b, c))\n"
+       "assert x.shape == (src.n_obs, 32), x.shape\n"
+       "assert np.isfinite(x).all()\n"
+       "assert np.array_equal(y, z), 'two runs differ'\n"
+       "assert np.abs(x - y).max() < 1e-5, np.abs(x - y).max()\n"
+       "assert x.std(axis=0).min() > 0, 'a constant embedding column'\n"
+       "# The denoised layer: the NB mean at each cell's library over the file's genes.\n"
+       "d, e = a.layers['cellplm_denoised'], b.layers['cellplm_denoised']\n"
+       "assert d.shape == (src.n_obs, src.n_vars), d.shape\n"
+       "assert np.isfinite(d).all() and (d > 0).all()\n"
+       "assert np.abs(d - e).max() <= 1e-4 * d.max()\n"
+       "library = np.asarray(src.raw.X.sum(axis=1)).ravel()\n"
+       "assert np.allclose(d.sum(axis=1), library, rtol=1e-4), (d.sum(axis=1)[:3], library[:3])\n"
+       "print('ok')\n",
+       path("a.h5ad"), path("b.h5ad"), path("c.h5ad"), files.front()});
   EXPECT_EQ(python.exit_code, 0) << python.out << python.err;
 }
 

@@ -214,9 +214,31 @@ class CellplmFamily : public ModelFamily {
       out.embedding = torch::zeros({0, options_.latent_dim});
       return out;
     }
-    const torch::Tensor h = model_->encode(on_device(batch.input));
-    out.embedding = model_->latent(h).mu.to(torch::kCPU, torch::kFloat32);
+    const CellplmInput input = on_device(batch.input);
+    const torch::Tensor mu = model_->latent(model_->encode(input)).mu;
+    out.embedding = mu.to(torch::kCPU, torch::kFloat32);
+    if (denoised_) {
+      // The NB mean from the latent mean, rescaled to each cell's observed library over its
+      // measured genes (the reference's zero-shot denoising).
+      torch::Tensor mean = model_->decode(mu, input.samples, input.datasets);
+      if (model_->tensor_parallel()->size() > 1) {
+        mean = parallel::gather_shards(mean.contiguous(), 1, *model_->tensor_parallel());
+      }
+      const std::int64_t genes = model_->genes();
+      mean = mean.slice(1, 0, genes);
+      const torch::Tensor measured = batch.measured.index_select(0, batch.cell_file)
+                                         .slice(1, 0, genes)
+                                         .to(device_, mean.scalar_type());
+      const torch::Tensor mass = (mean * measured).sum(1).clamp_min(1e-12);
+      out.denoised =
+          (mean * (batch.library.to(device_) / mass).unsqueeze(1)).to(torch::kCPU, torch::kFloat32);
+    }
     return out;
+  }
+
+  std::string request_denoised() override {
+    denoised_ = true;
+    return "cellplm_denoised";
   }
 
   std::string embedding_key() const override { return "X_cellplm"; }
@@ -293,6 +315,7 @@ class CellplmFamily : public ModelFamily {
   CellplmModel model_{nullptr};
   std::shared_ptr<parallel::Communicator> weights_comm_;
   mutable CorpusTables tables_;
+  bool denoised_ = false;
 };
 
 }  // namespace

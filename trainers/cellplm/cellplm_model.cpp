@@ -25,6 +25,11 @@ std::vector<std::int64_t> shape_of(const torch::Tensor& t) {
   return std::vector<std::int64_t>(t.sizes().begin(), t.sizes().end());
 }
 
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
 std::string layer_prefix(std::int64_t layer) {
   return "encoder.layers." + std::to_string(layer) + ".";
 }
@@ -423,7 +428,8 @@ void CellplmModelImpl::load_full_state_dict(const core::NamedTensors& tensors) {
     }
     const auto found = by_name.find(entry.name);
     if (found == by_name.end()) {
-      if (entry.kind == Kind::buffer) continue;
+      // Buffers, and cellfm's learned unknown covariates (the reference has none), keep theirs.
+      if (entry.kind == Kind::buffer || ends_with(entry.name, ".unknown")) continue;
       throw core::InputError("cellplm weights: the tensor '" + entry.name + "' is missing");
     }
     const torch::Tensor& full = *found->second;

@@ -86,9 +86,10 @@ class CellplmModelImpl : public torch::nn::Module {
   /// same style.
   core::NamedTensors full_state_dict();
   std::vector<std::pair<std::string, std::vector<std::int64_t>>> full_shapes() const;
-  /// Loads full weights: every parameter must be present with its full shape; buffers are
-  /// optional (the positional table is recomputed, never read). Throws InputError naming the
-  /// first missing or mismatched tensor.
+  /// Loads full weights: every parameter must be present with its full shape, except cellfm's
+  /// learned unknown covariates (absent from the reference's checkpoints: kept as initialised);
+  /// buffers are optional (the positional table is recomputed, never read). Throws InputError
+  /// naming the first missing or mismatched tensor.
   void load_full_state_dict(const core::NamedTensors& tensors);
   std::int64_t shard_dim(const std::string& name) const;
   bool is_sharded(const std::string& name) const;

@@ -3,6 +3,7 @@
 // input with the cell embeddings in obsm (and a classifier's predictions in obs).
 
 #include <algorithm>
+#include <limits>
 
 #include "core/error.h"
 #include "core/log.h"
@@ -68,13 +69,16 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
       "which embedding to write, for a family with several (scCello: cls, the default, or "
       "cell)")(
       "label-column", po::value<std::string>(),
-      "obs column for a classifier's predictions (default: predicted_<data.label_column>)");
+      "obs column for a classifier's predictions (default: predicted_<data.label_column>)")(
+      "denoised",
+      "also write the model's reconstruction of each cell's counts as a layer (CellPLM: "
+      "layers/cellplm_denoised, the NB mean at the cell's library; NaN for genes the model lacks)");
   po::positional_options_description positional;
   positional.add("spec", 1);
   const auto values = parse_command_options(
       "embed",
       "cellfm embed [SPEC] --weights W --input in.h5ad --output out.h5ad [--set KEY=VALUE]... "
-      "[--batch-cells N] [--embedding KIND] [--label-column NAME]\n"
+      "[--batch-cells N] [--embedding KIND] [--label-column NAME] [--denoised]\n"
       "Writes out.h5ad: in.h5ad plus obsm/X_<family> [cells, embedding] (and, for a classifier, "
       "the predicted labels in obs). The weights carry the model's options, genes and "
       "statistics; SPEC (default: the spec the weights were trained with) may set the data and "
@@ -151,6 +155,10 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
             ? (*values)["label-column"].as<std::string>()
             : "predicted_" + (o.data.label_column.empty() ? "label" : o.data.label_column);
   }
+  if (values->count("denoised")) {
+    parallel::run_agreed(world, [&] { output_options.layer_key = family->request_denoised(); });
+    output_options.layer_columns = static_cast<std::int64_t>(corpus.gene_columns(0).size());
+  }
   data::EmbeddingWriter writer(input, output, output_options, world);
   parallel::run_agreed(world, [&] {
     if (writer.cells() != corpus.cells()) {
@@ -165,6 +173,40 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
   const std::int64_t cells = corpus.cells();
   const std::int64_t begin = cells * grid.dp_rank / grid.dp_size;
   const std::int64_t end = cells * (grid.dp_rank + 1) / grid.dp_size;
+  // Writes `count` rows of an inference output from its row `from` as the input's rows
+  // [first, first + count): embeddings, predicted labels, and the denoised layer mapped onto the
+  // input's var columns.
+  const auto write = [&](const InferenceOutput& out, std::int64_t from, std::int64_t first,
+                         std::int64_t count) {
+    if (grid.tp_rank != 0 || count == 0) return;
+    const torch::Tensor embedding = out.embedding.contiguous();
+    std::vector<std::int32_t> codes;
+    if (out.predicted.defined()) {
+      const torch::Tensor predicted = out.predicted.to(torch::kInt32).contiguous();
+      codes.assign(predicted.data_ptr<std::int32_t>() + from,
+                   predicted.data_ptr<std::int32_t>() + from + count);
+    }
+    std::vector<float> layer;
+    if (!output_options.layer_key.empty()) {
+      const std::vector<std::int32_t>& columns = corpus.gene_columns(0);
+      const torch::Tensor denoised = out.denoised.contiguous();
+      const std::int64_t genes = denoised.size(1);
+      const float* values = denoised.data_ptr<float>();
+      layer.assign(static_cast<std::size_t>(count) * columns.size(),
+                   std::numeric_limits<float>::quiet_NaN());
+      for (std::int64_t r = 0; r < count; ++r) {
+        for (std::size_t c = 0; c < columns.size(); ++c) {
+          if (columns[c] >= 0 && columns[c] < genes) {
+            layer[static_cast<std::size_t>(r) * columns.size() + c] =
+                values[(from + r) * genes + columns[c]];
+          }
+        }
+      }
+    }
+    writer.write_rows(first, count, embedding.data_ptr<float>() + from * embedding.size(1),
+                      codes.empty() ? nullptr : codes.data(),
+                      layer.empty() ? nullptr : layer.data());
+  };
   const auto start = std::chrono::steady_clock::now();
   parallel::run_agreed(world, [&] {
     if (sentences) {
@@ -177,13 +219,9 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
         batch.corpus = &corpus;
         if (needs.raw_counts) check_raw_counts(batch.data.cells, corpus);
         const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
-        const torch::Tensor embedding = out.embedding.contiguous();
         std::int64_t row = 0;
         for (const auto& [first, last] : all[i]) {
-          if (grid.tp_rank == 0) {
-            writer.write_rows(first, last - first,
-                              embedding.data_ptr<float>() + row * embedding.size(1));
-          }
+          write(out, row, first, last - first);
           row += last - first;
         }
       }
@@ -195,30 +233,23 @@ int run_embed_command(const std::vector<std::string>& args, CliContext& context)
       batch.corpus = &corpus;
       if (needs.raw_counts) check_raw_counts(batch.data.cells, corpus);
       const InferenceOutput out = family->infer(family->collate(batch, CollateMode::inference));
-      const torch::Tensor embedding = out.embedding.contiguous();
-      std::vector<std::int32_t> codes;
-      if (out.predicted.defined()) {
-        const torch::Tensor predicted = out.predicted.to(torch::kInt32).contiguous();
-        codes.assign(predicted.data_ptr<std::int32_t>(),
-                     predicted.data_ptr<std::int32_t>() + predicted.numel());
-      }
-      if (grid.tp_rank == 0) {
-        writer.write_rows(at, embedding.size(0), embedding.data_ptr<float>(),
-                          codes.empty() ? nullptr : codes.data());
-      }
+      write(out, 0, at, out.embedding.size(0));
     }
   });
   writer.commit();
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (world.rank() == 0) {
+    std::string extras;
+    if (!output_options.label_column.empty()) extras += ", obs/" + output_options.label_column;
+    if (!output_options.layer_key.empty()) {
+      extras += ", layers/" + output_options.layer_key + " [" + std::to_string(cells) + " x " +
+                std::to_string(output_options.layer_columns) + "]";
+    }
     std::printf("embedded %s cells of %s in %.1f s on %d ranks: %s obsm/%s [%lld x %lld]%s\n",
                 data::with_thousands(cells).c_str(), input.c_str(), seconds, world.size(),
                 output.c_str(), output_options.obsm_key.c_str(), static_cast<long long>(cells),
-                static_cast<long long>(output_options.dim),
-                output_options.label_column.empty()
-                    ? ""
-                    : (", obs/" + output_options.label_column).c_str());
+                static_cast<long long>(output_options.dim), extras.c_str());
     std::fflush(stdout);
   }
   return 0;

@@ -24,6 +24,10 @@ void ModelFamily::select_embedding(const std::string& kind) {
   throw core::UsageError("--embedding: this model writes " + known + ", not '" + kind + "'");
 }
 
+std::string ModelFamily::request_denoised() {
+  throw core::UsageError("--denoised: this model does not reconstruct counts (CellPLM does)");
+}
+
 const ModelFamilyEntry& model_family(const std::string& name) {
   std::string known;
   for (const ModelFamilyEntry& entry : model_families()) {

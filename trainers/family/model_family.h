@@ -94,6 +94,9 @@ struct EvaluationOutput {
 struct InferenceOutput {
   torch::Tensor embedding;  ///< [cells, embedding_dim] float32 on the CPU
   torch::Tensor predicted;  ///< [cells] int64 label ids (classifiers), else undefined
+  /// [cells, genes] float32 on the CPU: the model's reconstruction of each cell's counts, in the
+  /// state's gene order (only after request_denoised()), else undefined.
+  torch::Tensor denoised;
 };
 
 class ModelFamily {
@@ -139,6 +142,10 @@ class ModelFamily {
   virtual std::vector<std::string> embedding_kinds() const { return {"default"}; }
   /// Makes infer() return embedding `kind` (one of embedding_kinds(), else UsageError).
   virtual void select_embedding(const std::string& kind);
+  /// Makes infer() also return InferenceOutput::denoised (`cellfm embed --denoised`); returns
+  /// the layer it is written to, e.g. "cellplm_denoised". UsageError for a family that
+  /// reconstructs no counts.
+  virtual std::string request_denoised();
   /// The obsm key embeddings are written to by `cellfm embed`, e.g. "X_exceiver".
   virtual std::string embedding_key() const = 0;
   virtual std::int64_t embedding_dim() const = 0;
