@@ -191,6 +191,16 @@ ObsColumn H5adDataframe::compound_field(const std::string& name, std::int64_t be
 // anndata >= 0.7: a child dataset or an encoded group.
 ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begin,
                                       std::int64_t end) const {
+  // Every per-row array of a column holds one entry per row of the dataframe (a shorter one, from
+  // a damaged file, would fail deep inside HDF5's read).
+  const auto per_row = [&](H5Id dataset, const std::string& path) {
+    const std::int64_t length = h5_dataset_dims_of(dataset.get());
+    if (length != rows_) {
+      throw core::InputError(file_name_ + ": " + path + " has " + std::to_string(length) +
+                             " entries but " + path_ + " has " + std::to_string(rows_) + " rows");
+    }
+    return dataset;
+  };
   const std::string path = path_ + '/' + name;
   // A name from column-order need not exist (a damaged or hand-edited file).
   if (!h5_exists(file_, path)) {
@@ -201,7 +211,7 @@ ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begi
   if (h5_kind(file_, path) == H5Kind::group) {
     const std::string encoding = h5_string_attribute(file_, path, "encoding-type").value_or("");
     if (encoding == "categorical") {
-      H5Id codes = h5_open_dataset(file_, path + "/codes", file_name_);
+      H5Id codes = per_row(h5_open_dataset(file_, path + "/codes", file_name_), path + "/codes");
       H5Id categories = h5_open_dataset(file_, path + "/categories", file_name_);
       column.kind = ObsColumn::Kind::categorical;
       column.dtype = "category";
@@ -212,8 +222,8 @@ ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begi
     }
     if (encoding == "nullable-integer" || encoding == "nullable-boolean" ||
         encoding == "nullable-string-array") {
-      H5Id values = h5_open_dataset(file_, path + "/values", file_name_);
-      H5Id mask = h5_open_dataset(file_, path + "/mask", file_name_);
+      H5Id values = per_row(h5_open_dataset(file_, path + "/values", file_name_), path + "/values");
+      H5Id mask = per_row(h5_open_dataset(file_, path + "/mask", file_name_), path + "/mask");
       column.missing = read_mask(mask.get(), begin, end);
       if (encoding == "nullable-string-array") {
         column.kind = ObsColumn::Kind::string;
@@ -238,7 +248,7 @@ ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begi
     throw core::InputError(file_name_ + ": " + path + " has an unsupported encoding '" + encoding +
                            "'");
   }
-  H5Id dataset = h5_open_dataset(file_, path, file_name_);
+  H5Id dataset = per_row(h5_open_dataset(file_, path, file_name_), path);
   H5Id type(CELLFM_H5_CHECK(H5Dget_type(dataset.get())), H5Tclose);
   // anndata 0.7: categorical codes carry an object reference to their categories.
   if (CELLFM_H5_CHECK(H5Aexists(dataset.get(), "categories")) > 0) {

@@ -188,6 +188,16 @@ TEST_F(BadCells, StructuralDamageFailsEvenWithSkip) {
   }
 }
 
+TEST_F(BadCells, ObsColumnShorterThanTheCellsIsAnErrorNamingIt) {
+  // Found by the h5ad fuzz target: it used to fail inside HDF5's read (exit 1).
+  CorpusOptions o = options({"obs_codes_short"});
+  o.label_column = "cell_type";
+  const std::int64_t cells = (*facts_)["cells"];
+  expect_scan_error(o, file("obs_codes_short") + ": obs/cell_type/codes has " +
+                           std::to_string(cells - 1) + " entries but obs has " +
+                           std::to_string(cells) + " rows");
+}
+
 TEST_F(BadCells, TruncatedFileFailsNamingIt) {
   try {
     const Corpus corpus(options({"good", "truncated"}, /*skip=*/true), world);

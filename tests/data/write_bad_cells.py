@@ -98,6 +98,10 @@ def main():
         f["var"].create_dataset(index, data=names)
     with variant("shape_wide") as f:
         f["X"].attrs["shape"] = np.array([cells, GENES + 1])
+    with variant("obs_codes_short") as f:  # a categorical column one entry short
+        codes = f["obs/cell_type/codes"][:-1]
+        del f["obs/cell_type/codes"]
+        f["obs/cell_type"].create_dataset("codes", data=codes)
     truncated = os.path.join(out, "truncated.h5ad")
     shutil.copy(good, truncated)
     with open(truncated, "r+b") as f:

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/error.h"
 #include "core/experiment_options.h"
 #include "data/corpus.h"
 #include "data/loader.h"
@@ -41,6 +42,7 @@
 #include "trainers/cellplm/cellplm_losses.h"
 #include "trainers/cellplm/cellplm_masking.h"
 #include "trainers/cellplm/cellplm_options.h"
+#include "trainers/cellplm/cellplm_reference.h"
 #include "trainers/cellplm/cellplm_state.h"
 #include "trainers/family/model_family.h"
 
@@ -437,6 +439,63 @@ TEST(CellplmModel, ArgmaxInferenceIsDeterministicAndGumbelInferenceIsNot) {
   for (std::int64_t i = 0; i < 30; ++i) same += torch::equal(one[i], first[i]) ? 1 : 0;
   EXPECT_GT(same, 0);
   EXPECT_LT(same, 30);
+}
+
+// ---- Reference checkpoints ---------------------------------------------------------------------
+
+TEST(CellplmReference, AReferenceNamedCheckpointConvertsAndComputesTheSameEmbeddings) {
+  // The reference's own layout: positions off, the summed unknown covariate, no cellfm tensors.
+  CellplmOptions o = small_options();
+  o.positions = "none";
+  o.unknown_covariate = "reference_sum";
+  CellplmModel original(o, kGenes, kSamples, kDatasets, self_tp(), 61);
+  const core::NamedTensors weights = perturbed(original->full_state_dict(), 62, 0.05);
+  original->load_full_state_dict(weights);
+  cellfm::testing::TempDir dir;
+  const std::string state = dir.path() + "/reference.safetensors";
+  core::write_safetensors(state, weights, {});
+  const std::string genes = dir.path() + "/genes.txt";
+  {
+    std::ofstream out(genes);
+    for (std::int64_t g = 0; g < kGenes; ++g) out << "ENSG" << 100000 + g << "\n";
+  }
+  ASSERT_TRUE(is_cellplm_reference(weights));
+  const CellplmReference converted = convert_cellplm_reference(state, genes, 4);
+  EXPECT_EQ(converted.state.genes.size(), static_cast<std::size_t>(kGenes));
+  EXPECT_EQ(converted.state.genes.front(), "ENSG100000");
+  const CellplmStateView view = read_cellplm_state(converted.state);
+  EXPECT_EQ(view.samples.size(), static_cast<std::size_t>(kSamples));
+  EXPECT_EQ(view.datasets.back(), "dataset_2");
+  for (const char* line : {"hidden: 32", "layers: 2", "heads: 4", "latent_dim: 8", "clusters: 4",
+                           "decoder_hidden: 32", "bottleneck: 16", "positions: none",
+                           "unknown_covariate: reference_sum", "family: cellplm"}) {
+    EXPECT_NE(converted.spec_yaml.find(line), std::string::npos) << line << converted.spec_yaml;
+  }
+  // A model of the implied sizes (another seed) loading the converted weights computes the
+  // original's embeddings and NB means.
+  CellplmModel loaded(o, kGenes, kSamples, kDatasets, self_tp(), 99);
+  loaded->load_full_state_dict(converted.weights);
+  original->eval();
+  loaded->eval();
+  torch::NoGradGuard no_grad;
+  const Sentence s = make_sentence(20, 63, /*positions=*/false);
+  const torch::Tensor a = original->latent(original->encode(s.input)).mu;
+  const torch::Tensor b = loaded->latent(loaded->encode(s.input)).mu;
+  EXPECT_TRUE(torch::equal(a, b));
+  EXPECT_TRUE(torch::equal(original->decode(a, s.input.samples, s.input.datasets),
+                           loaded->decode(b, s.input.samples, s.input.datasets)));
+  // A gene list that is not the table's rows is refused, naming both files.
+  {
+    std::ofstream out(genes);
+    for (std::int64_t g = 0; g < kGenes - 1; ++g) out << "ENSG" << 100000 + g << "\n";
+  }
+  try {
+    convert_cellplm_reference(state, genes, 4);
+    ADD_FAILURE() << "a short gene list was accepted";
+  } catch (const core::InputError& error) {
+    EXPECT_NE(std::string(error.what()).find("150 rows"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find(genes), std::string::npos) << error.what();
+  }
 }
 
 // ---- 4. Positions ------------------------------------------------------------------------------

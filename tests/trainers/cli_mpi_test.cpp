@@ -56,18 +56,21 @@ TEST(CliMpi, TensorParallelMustDivideTheRanks) {
 TEST(CliMpi, CheckPassesOnFourRanks) {
   TempDir dir;
   const std::string h5ad = testing::test_data_dir() + "/h5ad/";
-  // Every reference file with an expression matrix (anndata 0.11.4's has none).
-  const std::string spec = dir.write(
-      "x.yaml",
-      "run:\n  dir: " + dir.path() + "/run\ndata:\n  files: ['" + h5ad +
-          "anndata_v0.[57]*.h5ad', '" + h5ad + "cxg_*.h5ad', '" + h5ad +
-          "zk_*.h5ad']\n  validation:\n    fraction: 0.2\nparallel:\n  tensor_parallel: 2\n");
+  // Every reference file with an expression matrix (anndata 0.11.4's has none). check reads
+  // every cell: the krumsiek11 files' X is scaled (negative values, not counts), so their cells
+  // with a negative value are skipped and counted.
+  const std::string spec =
+      dir.write("x.yaml", "run:\n  dir: " + dir.path() + "/run\ndata:\n  files: ['" + h5ad +
+                              "anndata_v0.[57]*.h5ad', '" + h5ad + "cxg_*.h5ad', '" + h5ad +
+                              "zk_*.h5ad']\n  on_bad_cell: skip\n  validation:\n    fraction: 0.2\n"
+                              "parallel:\n  tensor_parallel: 2\n");
   const ProcessResult result = mpi_cellfm(4, {"check", spec});
   EXPECT_EQ(result.exit_code, 0) << result.err;
   EXPECT_NE(result.out.find("4 ranks = 2 data-parallel x 2 tensor-parallel"), std::string::npos)
       << result.out;
   EXPECT_NE(result.out.find("7 data files with 2242 cells"), std::string::npos) << result.out;
   EXPECT_NE(result.out.find("training and"), std::string::npos) << result.out;
+  EXPECT_NE(result.out.find("698 bad cells skipped"), std::string::npos) << result.out;
   EXPECT_EQ(count_occurrences(result.out, "check passed"), 1);
 }
 

@@ -6,12 +6,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <filesystem>
+#include <functional>
 #include <nlohmann/json.hpp>
 
 #include "core/atomic_file.h"
 #include "core/error.h"
 #include "parallel/agreement.h"
 #include "parallel/rank_grid.h"
+#include "trainers/cellplm/cellplm_reference.h"
 #include "trainers/checkpointing/checkpoint.h"
 #include "trainers/checkpointing/trainer_state.h"
 #include "trainers/checkpointing/weights_file.h"
@@ -161,26 +163,28 @@ ExportSource from_weights(const std::string& path, const parallel::Comm& world,
   return source;
 }
 
-// The reference checkpoint, loaded into the model once so that a tensor of the wrong shape or a
-// missing one is reported now, and written back in the model's full list of names.
-ExportSource from_reference(const sccello::ReferenceConversionOptions& options,
+// A reference checkpoint converted to cellfm's weights, state and spec (by `convert`, which
+// fills them and returns the one-line summary), loaded into the model once so that a tensor of
+// the wrong shape or a missing one is reported now, and written back in the model's full list of
+// names.
+ExportSource from_reference(const std::string& path, const std::string& family,
+                            const std::string& model_name,
+                            const std::function<std::string(ExportSource&)>& convert,
                             const parallel::Comm& world, TrainingSpec& spec) {
-  sccello::ConvertedReference converted;
-  parallel::run_agreed(world, [&] {
-    converted = sccello::convert_reference_checkpoint(options);
-    spec = spec_for_weights("", {}, converted.spec_yaml, options.state_path);
-  });
-  BuiltFamily built = build_whole(spec, converted.state);
   ExportSource source;
+  std::string summary;
   parallel::run_agreed(world, [&] {
-    built.family->load_full_state_dict(converted.weights);
+    summary = convert(source);
+    spec = spec_for_weights("", {}, source.spec_yaml, path);
+  });
+  BuiltFamily built = build_whole(spec, source.state);
+  parallel::run_agreed(world, [&] {
+    built.family->load_full_state_dict(source.weights);
     source.weights = built.family->full_state_dict();
   });
-  source.state = std::move(converted.state);
-  source.family = "sccello";
-  source.spec_yaml = converted.spec_yaml;
+  source.family = family;
   source.genes = source.state.genes;
-  source.description = options.state_path + " (the reference scCello: " + converted.summary + ")";
+  source.description = path + " (the reference " + model_name + ": " + summary + ")";
   return source;
 }
 
@@ -209,7 +213,12 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
       "--from-reference without ontology matrices in the checkpoint: the OBO file (default: the "
       "shipped Cell Ontology)")("config", po::value<std::string>(),
                                 "--from-reference: the checkpoint's Hugging Face config.json "
-                                "(heads, eps, dropout; default: the released values)");
+                                "(heads, eps, dropout; default: the released values)")(
+      "genes", po::value<std::string>(),
+      "--from-reference of a CellPLM checkpoint: its config's gene list in table order, one id "
+      "per line (experiments/cellplm/genes_20230926_85M.txt is the released one)")(
+      "heads", po::value<std::int64_t>()->default_value(8),
+      "--from-reference of a CellPLM checkpoint: its config's enc_head (unset in the release: 8)");
   po::positional_options_description positional;
   positional.add("output", 1);
   const auto values = parse_command_options(
@@ -218,6 +227,7 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
       "cellfm export --weights W --format huggingface OUTPUT_DIR\n"
       "cellfm export --from-reference STATE.safetensors --vocabulary vocabulary.tsv [--labels "
       "FILE] [--ontology OBO] [--config config.json] [--format cellfm|huggingface] OUTPUT\n"
+      "cellfm export --from-reference STATE.safetensors --genes genes.txt [--heads N] OUTPUT\n"
       "cellfm format: the full weights (any tensor-parallel size, regathered) with the family's "
       "released tensor names, and beside it <output>.json: family, model options, genes "
       "(embedding-row order), labels, tensor shapes. huggingface (scCello): a directory that "
@@ -243,7 +253,7 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
         "cellfm export: give exactly one of --checkpoint, --weights, --from-reference");
   }
   if (!values->count("from-reference")) {
-    for (const char* key : {"vocabulary", "labels", "ontology", "config"}) {
+    for (const char* key : {"vocabulary", "labels", "ontology", "config", "genes"}) {
       if (values->count(key)) {
         throw core::UsageError(std::string("cellfm export: --") + key +
                                " goes with --from-reference");
@@ -261,6 +271,20 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
     source = from_checkpoint(text("checkpoint"), huggingface, world, spec);
   } else if (values->count("weights")) {
     source = from_weights(text("weights"), world, spec);
+  } else if (values->count("genes")) {
+    if (huggingface) refuse_huggingface("cellplm");
+    const auto heads = (*values)["heads"].as<std::int64_t>();
+    source = from_reference(
+        text("from-reference"), "cellplm", "CellPLM",
+        [&](ExportSource& out) {
+          cellplm::CellplmReference converted =
+              cellplm::convert_cellplm_reference(text("from-reference"), text("genes"), heads);
+          out.weights = std::move(converted.weights);
+          out.state = std::move(converted.state);
+          out.spec_yaml = std::move(converted.spec_yaml);
+          return converted.summary;
+        },
+        world, spec);
   } else {
     sccello::ReferenceConversionOptions conversion;
     conversion.state_path = text("from-reference");
@@ -270,11 +294,21 @@ int run_export_command(const std::vector<std::string>& args, CliContext& context
     conversion.config_path = text("config");
     if (conversion.vocabulary_path.empty()) {
       throw core::UsageError(
-          "cellfm export --from-reference: give --vocabulary (the reference's vocabulary.tsv: "
-          "token ids, genes and their medians; experiments/sccello/vocabulary.tsv is the "
-          "released one)");
+          "cellfm export --from-reference: give --vocabulary (a scCello checkpoint: the "
+          "reference's vocabulary.tsv, experiments/sccello/vocabulary.tsv is the released one) "
+          "or --genes (a CellPLM checkpoint: its gene list, "
+          "experiments/cellplm/genes_20230926_85M.txt is the released one)");
     }
-    source = from_reference(conversion, world, spec);
+    source = from_reference(
+        conversion.state_path, "sccello", "scCello",
+        [&](ExportSource& out) {
+          sccello::ConvertedReference converted = sccello::convert_reference_checkpoint(conversion);
+          out.weights = std::move(converted.weights);
+          out.state = std::move(converted.state);
+          out.spec_yaml = std::move(converted.spec_yaml);
+          return converted.summary;
+        },
+        world, spec);
   }
 
   parallel::run_agreed(world, [&] {
