@@ -60,7 +60,7 @@ struct LoadedBatch {
   SamplerState state_after;  ///< the state to checkpoint once this batch has been trained on
   std::int64_t group = -1;   ///< groups shape: the group's id (Corpus::groups()); -1 otherwise
   const Corpus* corpus = nullptr;  ///< the corpus the cells come from (their files, groups)
-  std::any prepared;         ///< what LoaderOptions::transform made of the batch
+  std::any prepared;               ///< what LoaderOptions::transform made of the batch
 };
 
 class DataLoader {
