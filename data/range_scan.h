@@ -18,15 +18,17 @@ inline bool any_outside(const std::int32_t* values, std::size_t count, std::int3
 /// Whether some value may be NaN, infinite or (with `require_non_negative`) negative. May answer
 /// true for -0.0, which callers re-check exactly; never answers false for a bad value.
 inline bool any_suspect(const float* values, std::size_t count, bool require_non_negative) {
-  const std::int32_t mask = require_non_negative ? -1 : 0x7fffffff;  // keep or drop the sign
-  std::int32_t sign = 0;  // negative iff some (masked) bit pattern is >= +inf's
+  // Unsigned arithmetic (wrapping, defined): the top bit of `sign` is set iff some (masked) bit
+  // pattern has its sign bit set or is above the largest finite float's (inf, NaN).
+  const std::uint32_t mask = require_non_negative ? 0xffffffffu : 0x7fffffffu;
+  std::uint32_t sign = 0;
   for (std::size_t i = 0; i < count; ++i) {
-    std::int32_t bits;
+    std::uint32_t bits;
     std::memcpy(&bits, values + i, sizeof bits);
     bits &= mask;
-    sign |= bits | (0x7f7fffff - bits);
+    sign |= bits | (0x7f7fffffu - bits);
   }
-  return sign < 0;
+  return (sign >> 31) != 0;
 }
 
 /// Whether every row of a CSR structure has strictly ascending indices. `offsets` [rows + 1].
