@@ -50,8 +50,8 @@ std::string first_token(std::string_view value) {
   // A token ends at a space or any control character (a stray carriage return inside a line
   // would otherwise become part of an id that to_obo cannot write back), '{' or '!'.
   std::size_t end = 0;
-  while (end < value.size() && static_cast<unsigned char>(value[end]) > 0x20 &&
-         value[end] != '{' && value[end] != '!' && value[end] != 0x7f) {
+  while (end < value.size() && static_cast<unsigned char>(value[end]) > 0x20 && value[end] != '{' &&
+         value[end] != '!' && value[end] != 0x7f) {
     ++end;
   }
   return std::string(value.substr(0, end));
