@@ -37,6 +37,7 @@
 #include "parallel/shards.h"
 #include "tests/support/process.h"
 #include "tests/support/temp_dir.h"
+#include "tests/support/tensor_checks.h"
 #include "trainers/cellplm/cellplm_batch.h"
 #include "trainers/cellplm/cellplm_layers.h"
 #include "trainers/cellplm/cellplm_losses.h"
@@ -55,20 +56,9 @@ constexpr std::int64_t kDatasets = 3;
 
 // ---- Helpers -----------------------------------------------------------------------------------
 
-std::shared_ptr<parallel::Communicator> self_tp() {
-  return parallel::Communicator::create(parallel::Comm::self(), torch::kCPU);
-}
+using cellfm::testing::self_tp;
 
-double relative_error(const torch::Tensor& actual, const torch::Tensor& expected,
-                      double floor = 1e-12) {
-  EXPECT_EQ(actual.sizes(), expected.sizes());
-  if (actual.sizes() != expected.sizes()) return 1e300;
-  const torch::Tensor a = actual.detach().to(torch::kFloat64);
-  const torch::Tensor e = expected.detach().to(torch::kFloat64);
-  if (e.numel() == 0) return 0;
-  const double scale = std::max(e.abs().max().item<double>(), floor);
-  return (a - e).abs().max().item<double>() / scale;
-}
+using cellfm::testing::relative_error;
 
 // Every floating tensor plus N(0, scale) noise, so norm weights and zero biases matter.
 core::NamedTensors perturbed(core::NamedTensors tensors, std::uint64_t seed, double scale) {

@@ -27,6 +27,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/rank_grid.h"
 #include "parallel/shards.h"
+#include "tests/support/tensor_checks.h"
 #include "trainers/exceiver/exceiver_batch.h"
 #include "trainers/exceiver/exceiver_model.h"
 #include "trainers/exceiver/exceiver_options.h"
@@ -39,21 +40,9 @@ using Weights = std::map<std::string, torch::Tensor>;  // released names -> floa
 
 // ---- Helpers -----------------------------------------------------------------------------------
 
-std::shared_ptr<parallel::Communicator> self_tp() {
-  return parallel::Communicator::create(parallel::Comm::self(), torch::kCPU);
-}
+using cellfm::testing::self_tp;
 
-// max |actual - expected| / max(max |expected|, floor), computed in float64.
-double relative_error(const torch::Tensor& actual, const torch::Tensor& expected,
-                      double floor = 1e-12) {
-  EXPECT_EQ(actual.sizes(), expected.sizes());
-  if (actual.sizes() != expected.sizes()) return 1e300;
-  const torch::Tensor a = actual.detach().to(torch::kFloat64);
-  const torch::Tensor e = expected.detach().to(torch::kFloat64);
-  if (e.numel() == 0) return 0;
-  const double scale = std::max(e.abs().max().item<double>(), floor);
-  return (a - e).abs().max().item<double>() / scale;
-}
+using cellfm::testing::relative_error;
 
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() &&

@@ -30,6 +30,7 @@
 #include "parallel/comm.h"
 #include "parallel/communicator.h"
 #include "parallel/shards.h"
+#include "tests/support/tensor_checks.h"
 #include "trainers/sccello/sccello_losses.h"
 #include "trainers/sccello/sccello_options.h"
 
@@ -40,20 +41,9 @@ using Weights = std::map<std::string, torch::Tensor>;  // reference names -> flo
 
 // ---- Helpers -----------------------------------------------------------------------------------
 
-std::shared_ptr<parallel::Communicator> self_tp() {
-  return parallel::Communicator::create(parallel::Comm::self(), torch::kCPU);
-}
+using cellfm::testing::self_tp;
 
-double relative_error(const torch::Tensor& actual, const torch::Tensor& expected,
-                      double floor = 1e-12) {
-  EXPECT_EQ(actual.sizes(), expected.sizes());
-  if (actual.sizes() != expected.sizes()) return 1e300;
-  const torch::Tensor a = actual.detach().to(torch::kFloat64);
-  const torch::Tensor e = expected.detach().to(torch::kFloat64);
-  if (e.numel() == 0) return 0;
-  const double scale = std::max(e.abs().max().item<double>(), floor);
-  return (a - e).abs().max().item<double>() / scale;
-}
+using cellfm::testing::relative_error;
 
 torch::Tensor randn(std::vector<std::int64_t> shape, std::uint64_t seed,
                     torch::Dtype dtype = torch::kFloat64) {
