@@ -34,7 +34,7 @@ std::string layer_prefix(std::int64_t layer) {
   return "encoder.layers." + std::to_string(layer) + ".";
 }
 
-constexpr const char* kLatent = "latent.layers.1.";
+constexpr const char* kLatentPrefix = "latent.layers.1.";
 constexpr const char* kInference = "latent.layers.1.inference.";
 constexpr const char* kPositionTable = "embedder.pe_enc.pe_enc.weight";
 
@@ -164,8 +164,8 @@ CellplmModelImpl::CellplmModelImpl(const CellplmOptions& options, std::int64_t g
     linear(q + "y_mu", k, d, Kind::replicated);
     linear(q + "y_var", k, d, Kind::replicated);
   } else {
-    linear(std::string(kLatent) + "mu", h, d, Kind::replicated);
-    linear(std::string(kLatent) + "logvar", h, d, Kind::replicated);
+    linear(std::string(kLatentPrefix) + "mu", h, d, Kind::replicated);
+    linear(std::string(kLatentPrefix) + "logvar", h, d, Kind::replicated);
   }
   linear("decoder.layers.0.0", d, hd, Kind::replicated);
   add("decoder.layers.0.1.weight", {1}, Kind::replicated, -1, Init::prelu);
@@ -307,7 +307,7 @@ CellplmLatent CellplmModelImpl::latent(const torch::Tensor& h) {
   const double floor = options_.lamda;
   const double weight = options_.latent_weight;
   if (options_.latent == "vae") {
-    const std::string p = kLatent;
+    const std::string p = kLatentPrefix;
     out.mu = F::linear(h, at(p + "mu.weight"), at(p + "mu.bias"));
     const torch::Tensor logvar =
         F::linear(h, at(p + "logvar.weight"), at(p + "logvar.bias")).clamp(-5.0, 5.0);

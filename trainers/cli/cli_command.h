@@ -37,6 +37,9 @@ std::optional<boost::program_options::variables_map> parse_command_options(
     const boost::program_options::positional_options_description& positional,
     const std::vector<std::string>& args, const parallel::Comm& world);
 
+/// True when `path` names an experiment spec (ends in .yaml or .yml) rather than a data file.
+bool is_spec_path(const std::string& path);
+
 // The commands (one file each).
 int run_train_command(const std::vector<std::string>& args, CliContext& context);
 int run_embed_command(const std::vector<std::string>& args, CliContext& context);

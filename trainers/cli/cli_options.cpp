@@ -42,4 +42,12 @@ std::optional<po::variables_map> parse_command_options(
   return values;
 }
 
+bool is_spec_path(const std::string& path) {
+  auto ends_with = [&](const std::string& suffix) {
+    return path.size() >= suffix.size() &&
+           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
+  };
+  return ends_with(".yaml") || ends_with(".yml");
+}
+
 }  // namespace cellfm::trainers

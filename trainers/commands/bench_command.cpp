@@ -49,14 +49,6 @@ struct BenchOptions {
   int worker_threads = 2;
 };
 
-bool is_spec(const std::string& path) {
-  auto ends_with = [&](const std::string& suffix) {
-    return path.size() >= suffix.size() &&
-           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  return ends_with(".yaml") || ends_with(".yml");
-}
-
 double elapsed_s(Clock::time_point since) {
   return std::chrono::duration<double>(Clock::now() - since).count();
 }
@@ -261,7 +253,7 @@ int run_bench_command(const std::vector<std::string>& args, CliContext& context)
   data::CorpusOptions corpus_options;
   std::uint64_t seed = 0;
   parallel::run_agreed(world, [&] {
-    if (inputs.size() == 1 && is_spec(inputs.front())) {
+    if (inputs.size() == 1 && is_spec_path(inputs.front())) {
       const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
                                                   : std::vector<std::string>{};
       const core::LoadedExperiment experiment =

@@ -110,14 +110,6 @@ std::string describe(const ordered_json& j) {
   return out.str();
 }
 
-bool is_spec(const std::string& path) {
-  auto ends_with = [&](const std::string& suffix) {
-    return path.size() >= suffix.size() &&
-           path.compare(path.size() - suffix.size(), suffix.size(), suffix) == 0;
-  };
-  return ends_with(".yaml") || ends_with(".yml");
-}
-
 }  // namespace
 
 int run_inspect_command(const std::vector<std::string>& args, CliContext& context) {
@@ -142,7 +134,7 @@ int run_inspect_command(const std::vector<std::string>& args, CliContext& contex
   std::vector<std::string> files;
   std::string matrix = values->count("matrix") ? (*values)["matrix"].as<std::string>() : "";
   parallel::run_agreed(world, [&] {
-    if (is_spec(input)) {
+    if (is_spec_path(input)) {
       const auto overrides = values->count("set") ? (*values)["set"].as<std::vector<std::string>>()
                                                   : std::vector<std::string>{};
       const core::LoadedExperiment experiment = load_training_spec(input, overrides).experiment;
@@ -162,7 +154,7 @@ int run_inspect_command(const std::vector<std::string>& args, CliContext& contex
   }
   if (world.rank() != 0) return 0;
 
-  if (!is_spec(input)) {
+  if (!is_spec_path(input)) {
     const ordered_json& j = inspections.front().json;
     std::cout << (as_json ? j.dump(2) + "\n" : describe(j)) << std::flush;
     return 0;
