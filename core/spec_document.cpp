@@ -2,6 +2,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -18,17 +19,45 @@ namespace fs = std::filesystem;
 
 constexpr const char* kBaseKey = "base";
 
-// The 1-based line of the first byte of `text` that is not valid UTF-8, or 0 when it all is.
-// yaml-cpp replaces such bytes with U+FFFD silently, so the resolved spec (saved with every
-// checkpoint) would hold other values than the file: we refuse them instead.
-int first_invalid_utf8_line(std::string_view text) {
+// Where spec text stops being readable YAML: the 1-based line (0 when all of it is) and why.
+struct UnreadableText {
+  int line = 0;
+  std::string cause;
+};
+
+// A control character YAML does not allow in a stream (YAML 1.2, 5.1: only tab, line feed,
+// carriage return and NEL among the C0/C1 controls).
+bool is_forbidden_control(std::uint32_t code) {
+  const bool c0 = code < 0x20 && code != '\t' && code != '\n' && code != '\r';
+  const bool c1 = code >= 0x7F && code <= 0x9F && code != 0x85;
+  return c0 || c1;
+}
+
+std::string code_point_name(std::uint32_t code) {
+  char name[16];
+  std::snprintf(name, sizeof name, "U+%04X", static_cast<unsigned>(code));
+  return name;
+}
+
+// The first place in `text` that is not valid UTF-8 or holds a control character YAML forbids.
+// yaml-cpp replaces invalid bytes with U+FFFD silently and writes controls back in forms it
+// cannot read, so the resolved spec (saved with every checkpoint) would hold other values than
+// the file: we refuse both instead.
+UnreadableText first_unreadable_text(std::string_view text) {
   int line = 1;
+  auto not_utf8 = [&] { return UnreadableText{line, "not UTF-8 text (a spec is UTF-8)"}; };
+  auto control = [&](std::uint32_t code) {
+    return UnreadableText{line, "control character " + code_point_name(code) +
+                                    " (a spec is printable text; YAML allows only tab and "
+                                    "line breaks among the control characters)"};
+  };
   for (std::size_t i = 0; i < text.size();) {
     const auto byte = static_cast<unsigned char>(text[i]);
     if (byte == '\n') ++line;
     std::size_t length = 0;
     std::uint32_t code = 0;
     if (byte < 0x80) {
+      if (is_forbidden_control(byte)) return control(byte);
       ++i;
       continue;
     } else if ((byte & 0xE0) == 0xC0) {
@@ -41,22 +70,23 @@ int first_invalid_utf8_line(std::string_view text) {
       length = 4;
       code = byte & 0x07;
     } else {
-      return line;
+      return not_utf8();
     }
-    if (i + length > text.size()) return line;
+    if (i + length > text.size()) return not_utf8();
     for (std::size_t k = 1; k < length; ++k) {
       const auto next = static_cast<unsigned char>(text[i + k]);
-      if ((next & 0xC0) != 0x80) return line;
+      if ((next & 0xC0) != 0x80) return not_utf8();
       code = (code << 6) | (next & 0x3F);
     }
     // Overlong forms, UTF-16 surrogates and values beyond U+10FFFF are not UTF-8.
     static constexpr std::uint32_t kLeast[] = {0, 0, 0x80, 0x800, 0x10000};
     if (code < kLeast[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) {
-      return line;
+      return not_utf8();
     }
+    if (is_forbidden_control(code)) return control(code);
     i += length;
   }
-  return 0;
+  return {};
 }
 
 YAML::Node parse_file(const std::string& path, const std::string& included_from) {
@@ -71,8 +101,8 @@ YAML::Node parse_file(const std::string& path, const std::string& included_from)
   if (!in || in.bad()) {
     throw UsageError("cannot read spec file " + path + " (permission denied or unreadable)");
   }
-  if (const int line = first_invalid_utf8_line(text.str())) {
-    throw UsageError(path + ':' + std::to_string(line) + ": not UTF-8 text (a spec is UTF-8)");
+  if (const UnreadableText bad = first_unreadable_text(text.str()); bad.line != 0) {
+    throw UsageError(path + ':' + std::to_string(bad.line) + ": " + bad.cause);
   }
   try {
     return YAML::Load(text.str());
@@ -182,8 +212,8 @@ void SpecDocument::apply_override(const std::string& assignment) {
   if (equals == std::string::npos || key.empty()) {
     throw UsageError(origin + ": expected KEY=VALUE, e.g. --set optimizer.learning_rate=1e-4");
   }
-  if (first_invalid_utf8_line(assignment) != 0) {
-    throw UsageError(origin + ": not UTF-8 text");
+  if (const UnreadableText bad = first_unreadable_text(assignment); bad.line != 0) {
+    throw UsageError(origin + ": " + bad.cause);
   }
   YAML::Node value;
   try {

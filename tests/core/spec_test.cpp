@@ -125,6 +125,33 @@ TEST(Spec, InvalidYamlNamesTheLine) {
   EXPECT_NE(message.find("invalid YAML"), std::string::npos) << message;
 }
 
+TEST(Spec, BytesThatAreNotUtf8NameTheLine) {
+  TempDir dir;
+  const std::string path = dir.write("x.yaml", std::string(kMinimal) + "run:\n  name: a\xff\n");
+  EXPECT_EQ(load_error(path), path + ":4: not UTF-8 text (a spec is UTF-8)");
+  EXPECT_EQ(load_error(dir.write("ok.yaml", kMinimal), {"run.name=\xc3"}),
+            "--set run.name=\xc3: not UTF-8 text (a spec is UTF-8)");
+}
+
+// A NUL or another control character inside a value loads into yaml-cpp but is written back to
+// resolved.yaml in a form it cannot read again (a fuzz finding), so it is refused where it is
+// read; tab, line breaks and non-ASCII text stay allowed.
+TEST(Spec, ControlCharactersNameTheLineAndTheCharacter) {
+  TempDir dir;
+  const std::string nul = dir.write(
+      "nul.yaml", std::string(kMinimal) + "run:\n  name: a" + std::string(1, '\0') + "b\n");
+  EXPECT_EQ(load_error(nul).rfind(nul + ":4: control character U+0000", 0), 0u) << load_error(nul);
+  const std::string c1 = dir.write("c1.yaml", std::string(kMinimal) + "run:\n  name: a\xc2\x9b\n");
+  EXPECT_EQ(load_error(c1).rfind(c1 + ":4: control character U+009B", 0), 0u) << load_error(c1);
+  const std::string ok = dir.write("ok.yaml", kMinimal);
+  EXPECT_EQ(
+      load_error(ok, {"run.name=a\x1b"}).rfind("--set run.name=a\x1b: control character U+001B", 0),
+      0u);
+  const std::string fine =
+      dir.write("fine.yaml", std::string(kMinimal) + "run:\r\n  name: \"z\xc3\xa9\tr\"\n");
+  EXPECT_EQ(load_error(fine), "");
+}
+
 TEST(Spec, UnknownKeyNamesFileLinePathAndClosestKey) {
   TempDir dir;
   std::string text;
