@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cctype>
 #include <charconv>
+#include <cmath>
 #include <cstring>
 
 #include "core/error.h"
@@ -28,6 +29,22 @@ std::vector<std::string> read_categories(hid_t dataset) {
   std::vector<std::string> labels;
   for (double value : numbers) labels.push_back(format_number(value));
   return labels;
+}
+
+// Every code of a categorical column names one of its categories or is -1 (missing): a code
+// out of range, from a damaged file, would index past the categories wherever it is read.
+void check_codes(const ObsColumn& column, const std::string& file_name, const std::string& path,
+                 std::int64_t begin) {
+  const auto count = static_cast<std::int64_t>(column.categories.size());
+  for (std::size_t i = 0; i < column.codes.size(); ++i) {
+    const std::int32_t code = column.codes[i];
+    if (code < -1 || code >= count) {
+      throw core::InputError(
+          file_name + ": " + path + " has category code " + std::to_string(code) + " at row " +
+          std::to_string(begin + static_cast<std::int64_t>(i)) + ", but " + std::to_string(count) +
+          " categories (codes are -1 to " + std::to_string(count - 1) + ")");
+    }
+  }
 }
 
 void read_numbers(hid_t dataset, std::int64_t begin, std::int64_t end, ObsColumn& column) {
@@ -179,8 +196,14 @@ ObsColumn H5adDataframe::compound_field(const std::string& name, std::int64_t be
     column.kind = ObsColumn::Kind::categorical;
     column.dtype = "category";
     column.categories = read_categories(categories.get());
-    for (double code : column.numbers) column.codes.push_back(static_cast<std::int32_t>(code));
+    for (double code : column.numbers) {
+      // Converting NaN or a value beyond int32 is undefined: such a code becomes -2, out of
+      // range like any other bad code.
+      const bool whole = code == std::floor(code) && std::abs(code) < 1e9;
+      column.codes.push_back(whole ? static_cast<std::int32_t>(code) : -2);
+    }
     column.numbers.clear();
+    check_codes(column, file_name_, path_ + "/" + name, begin);
     return column;
   }
   column.dtype = h5_numpy_type_name(member_type.get());
@@ -218,6 +241,7 @@ ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begi
       column.codes.resize(static_cast<std::size_t>(end - begin));
       h5_read_range(codes.get(), H5T_NATIVE_INT32, begin, end, column.codes.data());
       column.categories = read_categories(categories.get());
+      check_codes(column, file_name_, path + "/codes", begin);
       return column;
     }
     if (encoding == "nullable-integer" || encoding == "nullable-boolean" ||
@@ -263,6 +287,7 @@ ObsColumn H5adDataframe::group_column(const std::string& name, std::int64_t begi
     column.codes.resize(static_cast<std::size_t>(end - begin));
     h5_read_range(dataset.get(), H5T_NATIVE_INT32, begin, end, column.codes.data());
     column.categories = read_categories(categories.get());
+    check_codes(column, file_name_, path, begin);
     return column;
   }
   if (H5Tget_class(type.get()) == H5T_STRING) {

@@ -198,6 +198,17 @@ TEST_F(BadCells, ObsColumnShorterThanTheCellsIsAnErrorNamingIt) {
                            std::to_string(cells) + " rows");
 }
 
+TEST_F(BadCells, CategoryCodeOutOfRangeIsAnErrorNamingRowAndColumn) {
+  // Found by the h5ad fuzz target (a var column's code read past the categories, UB).
+  CorpusOptions o = options({"obs_code_out_of_range"});
+  o.label_column = "cell_type";
+  const std::int64_t categories = (*facts_)["cell_types"];
+  expect_scan_error(o, file("obs_code_out_of_range") + ": obs/cell_type/codes has category code " +
+                           std::to_string(categories) + " at row 7, but " +
+                           std::to_string(categories) + " categories (codes are -1 to " +
+                           std::to_string(categories - 1) + ")");
+}
+
 TEST_F(BadCells, TruncatedFileFailsNamingIt) {
   try {
     const Corpus corpus(options({"good", "truncated"}, /*skip=*/true), world);

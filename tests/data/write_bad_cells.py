@@ -102,13 +102,19 @@ def main():
         codes = f["obs/cell_type/codes"][:-1]
         del f["obs/cell_type/codes"]
         f["obs/cell_type"].create_dataset("codes", data=codes)
+    with variant("obs_code_out_of_range") as f:  # a categorical code past its categories
+        codes = f["obs/cell_type/codes"][:]
+        codes[7] = len(f["obs/cell_type/categories"])
+        f["obs/cell_type/codes"][:] = codes
     truncated = os.path.join(out, "truncated.h5ad")
     shutil.copy(good, truncated)
     with open(truncated, "r+b") as f:
         f.truncate(os.path.getsize(good) // 2)
 
     with open(os.path.join(out, "bad_cells.json"), "w") as f:
-        json.dump({"cells": cells, "genes": GENES, "nnz": int(matrix.nnz), "rows": ROWS,
+        json.dump({"cells": cells, "genes": GENES,
+                   "cell_types": len(obs["cell_type"].cat.categories), "nnz": int(matrix.nnz),
+                   "rows": ROWS,
                    "many_bad_rows": sorted(ROWS[d] for d in defects)}, f, indent=1)
 
 

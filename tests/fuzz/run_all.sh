@@ -7,7 +7,8 @@
 # --build   the CELLFM_FUZZ=ON build directory (default build-fuzz)
 # --seconds fuzzing time per target (default 600)
 # --out     where corpora, logs and crash inputs go (default DIR/fuzz-runs); each target's corpus
-#           persists there, so a second run continues from the first
+#           persists there, so a second run continues from the first (earlier crash inputs move
+#           to OUT/<target>/earlier/)
 # --jobs    targets fuzzed at once (default 1)
 # TARGETs   spec obo safetensors checkpoint h5ad (default all)
 #
@@ -67,6 +68,13 @@ run_one() {
   if [[ ! -x $binary ]]; then
     echo "$name: no $binary (configure with -DCELLFM_FUZZ=ON and build cellfm_fuzzers)" >"$dir/log"
     return
+  fi
+  # Artifacts of earlier runs move aside, so the report lists only what this run found.
+  local earlier
+  earlier=$(ls "$dir" | grep -E '^(crash|leak|timeout|oom|slow-unit)-')
+  if [[ -n $earlier ]]; then
+    mkdir -p "$dir/earlier"
+    (cd "$dir" && mv $earlier earlier/)
   fi
   cp -f "$here/seeds/$name"/* "$dir/seeds/" 2>/dev/null
   [[ -d $here/regressions/$name ]] && cp -f "$here/regressions/$name"/* "$dir/seeds/" 2>/dev/null

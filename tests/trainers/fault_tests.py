@@ -940,8 +940,25 @@ def test_bad_cells(env, args):
           "skipped_cells 5:\n%s" % tail(out))
     check(count_lines(out, "skipping this file's bad cells (data.on_bad_cell: skip)") >= 1,
           "no warning about the skipped cells:\n%s" % tail(out))
+    # The count lives in the checkpoints: resumed from step 25 to 40, the run goes on counting
+    # from 5 and ends where one run to 40 without a stop ends.
+    def skipped_at(out, step):
+        lines = [l for l in out.splitlines() if "step %d/%d |" % (step, step) in l]
+        found = re.search(r"\| skipped_cells (\d+) \|", lines[-1]) if lines else None
+        return int(found.group(1)) if found else 0
+    status, out = env.train_to_end("skip-resumed", os.path.join(env.dir, "run-skip"),
+                                   ["data.on_bad_cell=skip", "run.max_steps=40"], resume="auto")
+    check(status == 0 and "resum" in out.lower(), "resuming the skip run exited %s:\n%s"
+          % (status, tail(out)))
+    resumed = skipped_at(out, 40)
+    status, out = env.train_to_end("skip-whole", os.path.join(env.dir, "run-skip-whole"),
+                                   ["data.on_bad_cell=skip", "run.max_steps=40"])
+    check(status == 0, "cellfm train with skip to 40 exited %s:\n%s" % (status, tail(out)))
+    whole = skipped_at(out, 40)
+    check(resumed == whole and whole > 5, "skipped_cells at step 40: %d resumed from step 25, %d "
+          "in one run (expected equal and above the first epoch's 5)" % (resumed, whole))
     log("bad_cells: error names file/row/cause (check and train, exit 2); skip: check counts 5, "
-        "training finished with skipped_cells 5")
+        "training finished with skipped_cells 5, and %d at step 40 resumed or not" % whole)
 
 
 TESTS.update({"disk_full": test_disk_full, "run_dir_unwritable": test_run_dir_unwritable,

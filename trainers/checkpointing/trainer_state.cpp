@@ -26,6 +26,7 @@ std::string trainer_state_json(const TrainerState& s) {
                     {"eval_loss_start", s.eval_loss_start},
                     {"eval_loss_last", s.eval_loss_last},
                     {"skipped_steps", s.skipped_steps},
+                    {"skipped_cells", s.skipped_cells},
                     {"consecutive_skips", s.consecutive_skips},
                     {"rollbacks", s.rollbacks},
                     {"lr_scale", s.lr_scale},
@@ -72,6 +73,8 @@ TrainerState parse_trainer_state(const std::string& text, const std::string& sou
     s.eval_loss_start = in.at("eval_loss_start").get<double>();
     s.eval_loss_last = in.at("eval_loss_last").get<double>();
     s.skipped_steps = integer(in, "skipped_steps");
+    // Checkpoints written before the count was kept have none: no cell was counted then.
+    s.skipped_cells = in.contains("skipped_cells") ? integer(in, "skipped_cells") : 0;
     s.consecutive_skips = integer(in, "consecutive_skips");
     s.rollbacks = integer(in, "rollbacks");
     s.lr_scale = in.at("lr_scale").get<double>();

@@ -20,6 +20,7 @@ struct TrainerState {
   double eval_loss_start = 0;  ///< the held-out loss before step 0
   double eval_loss_last = 0;
   std::int64_t skipped_steps = 0;      ///< steps skipped for a non-finite loss or gradient
+  std::int64_t skipped_cells = 0;      ///< bad cells left out (data.on_bad_cell: skip), all ranks
   std::int64_t consecutive_skips = 0;  ///< of which at the end, one after another
   std::int64_t rollbacks = 0;
   double lr_scale = 1.0;        ///< product of the rollbacks' learning-rate factors

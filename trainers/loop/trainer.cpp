@@ -223,7 +223,8 @@ class Trainer {
  private:
   // One optimizer step's forward and backward passes over its micro-batches on this rank.
   struct StepResult {
-    std::vector<double> sums;  // [cells, loss x cells, term_1 x cells, ...] of this rank
+    std::vector<double> sums;        // [cells, loss x cells, term_1 x cells, ...] of this rank
+    std::int64_t skipped_cells = 0;  // bad cells its batches left out (data.on_bad_cell: skip)
     data::SamplerState sampler_after;
     std::int64_t epoch = 0;
   };
@@ -238,7 +239,7 @@ class Trainer {
     family_->begin_step(step);
     for (std::int64_t micro = 0; micro < accumulation; ++micro) {
       data::LoadedBatch batch = loader.next();
-      skipped_cells_ += batch.data.skipped;
+      result.skipped_cells += batch.data.skipped;
       result.sampler_after = batch.state_after;
       result.epoch = static_cast<std::int64_t>(batch.epoch);
       torch::manual_seed(step_seed(o_.run.seed, grid_.dp_rank, step * accumulation + micro));
@@ -291,13 +292,18 @@ class Trainer {
                                   ? o_.optimizer.max_grad_norm
                                   : std::numeric_limits<double>::infinity();
       const double grad_norm = parallel::clip_grad_norm(norm_parameters_, max_norm, *tp_);
-      // Cells and loss terms summed over the data-parallel ranks (tiny; one allreduce a step).
-      torch::Tensor reduced = torch::tensor(result.sums, torch::kFloat64);
+      // Cells, loss terms and skipped bad cells summed over the data-parallel ranks (tiny; one
+      // allreduce a step).
+      std::vector<double> rank_sums = result.sums;
+      rank_sums.push_back(static_cast<double>(result.skipped_cells));
+      torch::Tensor reduced = torch::tensor(rank_sums, torch::kFloat64);
       dp_host_->allreduce(reduced, parallel::ReduceOp::sum);
       std::vector<double> sums(result.sums.size());
       for (std::size_t i = 0; i < sums.size(); ++i) {
         sums[i] = reduced[static_cast<std::int64_t>(i)].item<double>();
       }
+      const auto step_skipped_cells =
+          static_cast<std::int64_t>(reduced[reduced.size(0) - 1].item<double>());
 
       // The step boundary: every rank learns whether any rank caught a signal, whether rank 0's
       // clock says a timed checkpoint is due, and whether any value is non-finite.
@@ -310,6 +316,7 @@ class Trainer {
       const int stop_signal = flags[kSignal].item<int>();
 
       state_.step = step + 1;
+      state_.skipped_cells += step_skipped_cells;
       state_.sampler = result.sampler_after;
       state_.epoch = result.epoch;
       const auto action =
@@ -353,13 +360,9 @@ class Trainer {
         if (meter.skipped() > 0 || state_.skipped_steps > 0) {
           fields.emplace_back("skipped_steps", static_cast<double>(state_.skipped_steps));
         }
-        // Bad cells left out (data.on_bad_cell: skip) by this launch, over the data-parallel
-        // ranks (every rank logs at the same steps).
-        torch::Tensor skipped_cells =
-            torch::tensor({static_cast<double>(skipped_cells_)}, torch::kFloat64);
-        dp_host_->allreduce(skipped_cells, parallel::ReduceOp::sum);
-        if (skipped_cells.item<double>() > 0) {
-          fields.emplace_back("skipped_cells", skipped_cells.item<double>());
+        // Bad cells left out (data.on_bad_cell: skip) since the run began, resumes included.
+        if (state_.skipped_cells > 0) {
+          fields.emplace_back("skipped_cells", static_cast<double>(state_.skipped_cells));
         }
         fields.emplace_back("memory_mb", resident_memory_mb());
         if (eval_now) {
@@ -652,7 +655,6 @@ class Trainer {
   CheckpointPolicy checkpoints_{o_.checkpoint, o_.run.max_steps, Clock::now()};
   std::set<std::int64_t> injected_steps_;
   std::FILE* rank_log_ = nullptr;
-  std::int64_t skipped_cells_ = 0;  // bad cells this rank's batches left out (this launch)
 };
 
 }  // namespace
