@@ -10,9 +10,16 @@ namespace cellfm::data {
 
 /// Whether some value lies outside [0, limit) (limit >= 1).
 inline bool any_outside(const std::int32_t* values, std::size_t count, std::int32_t limit) {
-  std::int32_t sign = 0;  // negative iff some value < 0 or > limit - 1
-  for (std::size_t i = 0; i < count; ++i) sign |= values[i] | (limit - 1 - values[i]);
-  return sign < 0;
+  // Unsigned arithmetic (wrapping, defined; a signed limit - 1 - value overflows for values near
+  // INT32_MIN): the top bit of `sign` is set iff some value is negative (its bit pattern is at
+  // least 2^31) or above limit - 1 (the difference wraps past 2^31).
+  const auto last = static_cast<std::uint32_t>(limit) - 1u;
+  std::uint32_t sign = 0;
+  for (std::size_t i = 0; i < count; ++i) {
+    const auto bits = static_cast<std::uint32_t>(values[i]);
+    sign |= bits | (last - bits);
+  }
+  return (sign >> 31) != 0;
 }
 
 /// Whether some value may be NaN, infinite or (with `require_non_negative`) negative. May answer

@@ -112,6 +112,14 @@ TEST(RangeScan, AnyOutsideFindsEveryBadPosition) {
       EXPECT_TRUE(any_outside(copy.data(), copy.size(), 6)) << bad << " at " << at;
     }
   }
+  // The extreme limits (a fuzz finding: limit - 1 - value overflowed in signed arithmetic).
+  constexpr std::int32_t kMax = std::numeric_limits<std::int32_t>::max();
+  const std::vector<std::int32_t> edges = {0, kMax - 1};
+  EXPECT_FALSE(any_outside(edges.data(), edges.size(), kMax));
+  const std::vector<std::int32_t> zeros = {0, 0, 0};
+  EXPECT_FALSE(any_outside(zeros.data(), zeros.size(), 1));
+  const std::vector<std::int32_t> beyond = {0, kMax};
+  EXPECT_TRUE(any_outside(beyond.data(), beyond.size(), kMax));
 }
 
 TEST(RangeScan, AnySuspectFlagsNonFiniteAndNegative) {
