@@ -464,7 +464,18 @@ EmbeddingWriter::EmbeddingWriter(const std::string& input, const std::string& ou
   {
     const H5File file(input, comm);  // InputError naming the file: missing, not HDF5, damaged
     H5adSummary summary;
-    parallel::run_agreed(comm, [&] { summary = summarize_h5ad(file); });
+    parallel::run_agreed(comm, [&] {
+      summary = summarize_h5ad(file);
+      // anndata reads a layer only with one column per var row.
+      if (!options.layer_key.empty() && options.layer_columns != summary.n_vars) {
+        throw core::InputError(
+            input + ": layers/" + options.layer_key + " would have " +
+            std::to_string(options.layer_columns) + " columns, but var has " +
+            std::to_string(summary.n_vars) +
+            " genes (a layer follows var's genes; the matrix read, e.g. raw/X with its own "
+            "raw/var, has other genes)");
+      }
+    });
     s.cells = summary.n_obs;
     s.generation = summary.generation;
   }

@@ -356,6 +356,16 @@ TEST(EmbeddingWriter, ReportsBadInputOutputAndOptions) {
   expect_bad_input(
       [&] { EmbeddingWriter(fixture("anndata_v0.5.0.h5ad"), dir + "/o.h5ad", index, world); },
       "the label column 'index' is the obs index of");
+  // A layer (embed --denoised) over other genes than var's, as from data.matrix: raw whose
+  // raw/var differs from var, would not open in anndata.
+  const std::string with_raw = fixture("cxg_example_valid.h5ad");
+  EmbeddingOutputOptions layer = options;
+  layer.layer_key = "cellplm_denoised";
+  layer.layer_columns = H5adFile(with_raw, world, H5adOptions{}).n_vars() + 1;
+  expect_bad_input([&] { EmbeddingWriter(with_raw, dir + "/o.h5ad", layer, world); },
+                   with_raw + ": layers/cellplm_denoised would have " +
+                       std::to_string(layer.layer_columns) + " columns, but var has " +
+                       std::to_string(layer.layer_columns - 1) + " genes");
   world.barrier();
   EXPECT_TRUE(directory_entries(dir).empty()) << "a failed constructor left a file";
 
