@@ -384,6 +384,8 @@ SafetensorsContent read_safetensors(const std::string& path) {
       }
       continue;
     }
+    // The writer refuses an empty name (it could name no parameter), so the reader does too.
+    if (key.empty()) fail_read(path, "the header names a tensor with an empty name.");
     entries.push_back(parse_entry(path, key, value, data_bytes));
     entries.back().order = header_order.at(key);
   }

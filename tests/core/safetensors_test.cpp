@@ -403,6 +403,9 @@ TEST(Safetensors, BadFilesAreInputErrorsNamingThePathAndCause) {
                          R"("x":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})",
                          2),
        "'x' more than once"},
+      {"empty name",  // a fuzz finding: it read, but the writer refuses it
+       safetensors_bytes(R"({"":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1),
+       "a tensor with an empty name"},
       {"trailing bytes", safetensors_bytes(one, 9), "ends with 1 byte that"},
       {"metadata not strings", safetensors_bytes(R"({"__metadata__":{"step":3}})", 0), "'step'"},
       {"metadata not an object", safetensors_bytes(R"({"__metadata__":"x"})", 0), "__metadata__"},
