@@ -180,7 +180,10 @@ template <typename T>
 void expect_identical(const std::vector<T>& mine, const std::vector<T>& reference,
                       const std::string& what) {
   ASSERT_EQ(mine.size(), reference.size()) << what;
-  if (std::memcmp(mine.data(), reference.data(), mine.size() * sizeof(T)) == 0) return;
+  // memcmp of no bytes still needs valid pointers; an empty vector's data() may be null.
+  if (mine.empty() || std::memcmp(mine.data(), reference.data(), mine.size() * sizeof(T)) == 0) {
+    return;
+  }
   for (std::size_t i = 0; i < mine.size(); ++i) {
     if (std::memcmp(&mine[i], &reference[i], sizeof(T)) != 0) {
       FAIL() << what << ": element " << i << " is " << mine[i] << ", H5Dread gives "

@@ -590,6 +590,11 @@ long peak_rss_kib(const std::vector<std::string>& args) {
 }
 
 TEST(SynthCli, MemoryStaysBoundedAsCellsGrow) {
+#ifdef __SANITIZE_ADDRESS__
+  // AddressSanitizer holds freed blocks in its quarantine and maps shadow memory, so the peak
+  // RSS grows with the work done, not with what the program keeps (the release build checks it).
+  GTEST_SKIP() << "peak RSS is not the program's own under AddressSanitizer";
+#endif
   TempDir dir;
   const auto run = [&](const std::string& cells) {
     return peak_rss_kib({"synth", "--out", dir.path() + "/c" + cells, "--cells", cells, "--genes",
